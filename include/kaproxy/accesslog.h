@@ -1,0 +1,70 @@
+/*
+ * accesslog: one JSON object per line per closed connection, rendered into
+ * a fixed buffer and written with a single write(2).
+ */
+#ifndef KAPROXY_ACCESSLOG_H
+#define KAPROXY_ACCESSLOG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "kaproxy/reason.h"
+#include "kaproxy/sockopt.h"
+
+#define ACCESSLOG_LINE_MAX 2048
+
+struct access_record {
+	uint64_t ts_ms;               /* wall clock at close, ms since the epoch */
+	uint64_t id;
+	const char *listener;
+	const struct sockaddr *client;
+	const char *upstream;         /* endpoint text, "" when none was tried */
+	uint64_t duration_ms;
+	uint64_t bytes_from_client;
+	uint64_t bytes_to_client;
+	enum close_reason reason;
+	enum teardown_action teardown;
+	int err;                      /* errno behind the reason, 0 for none */
+	int64_t detect_ms;            /* -1 when not a timeout */
+	const struct tcp_snapshot *client_tcp;   /* NULL when the leg had no socket */
+	const struct tcp_snapshot *upstream_tcp;
+};
+
+/*
+ * Open the access log: NULL means off, "-" standard output, else a file
+ * opened for append.  Returns 0 or -1 (logged).  Remembers the path for
+ * accesslog_reopen.
+ */
+int accesslog_open(const char *path);
+
+/* Reopen the file (SIGUSR1, after rotation); returns 0 or -1 (logged). */
+int accesslog_reopen(void);
+
+/* Close the log. */
+void accesslog_close(void);
+
+/* Write one record's line, if the log is on. */
+void accesslog_write(const struct access_record *rec);
+
+/*
+ * Render rec as one JSON line (with the newline) into buf.  Returns the
+ * length; a line that would not fit is cut at a field boundary and closed.
+ */
+size_t accesslog_render(const struct access_record *rec, char *buf, size_t size);
+
+/* Append s as a JSON string body (no quotes) to buf at *len, never past size. */
+void json_escape(char *buf, size_t size, size_t *len, const char *s);
+
+/* Append formatted text at *len; on overflow buf keeps what fit, NUL-terminated. */
+void json_append(char *buf, size_t size, size_t *len, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Append ,"key":{...TCP_INFO figures...}; nothing when t is NULL. */
+void json_tcp_snapshot(char *buf, size_t size, size_t *len, const char *key,
+    const struct tcp_snapshot *t);
+
+/* Format an address as "1.2.3.4:5" or "[v6]:5" into buf; returns buf. */
+char *sockaddr_text(const struct sockaddr *sa, char *buf, size_t size);
+
+#endif

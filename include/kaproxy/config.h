@@ -1,0 +1,106 @@
+/*
+ * config: the INI file parsed into one immutable, fully validated struct.
+ *
+ * Nothing listens before config_load() has returned a complete config; a
+ * reload builds a new one and swaps it in only on success.  Every value is
+ * resolved here (auto user timeouts, inherited [defaults], addresses), so the
+ * rest of kaproxy never interprets a string from the file.
+ */
+#ifndef KAPROXY_CONFIG_H
+#define KAPROXY_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+#define CONFIG_NAME_MAX 64   /* listener name, bytes including NUL */
+#define CONFIG_ADDR_TEXT 64  /* "[v6]:port" text, bytes including NUL */
+#define CONFIG_ERR_MAX 512   /* "FILE:LINE: message", bytes including NUL */
+
+enum balance { BALANCE_ROUNDROBIN, BALANCE_FIRST };
+enum teardown { TEARDOWN_RST, TEARDOWN_FIN };
+enum log_level { LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG };
+
+/* A resolved socket address and the text it was written as (normalised). */
+struct endpoint {
+	struct sockaddr_storage addr;
+	socklen_t len;
+	char text[CONFIG_ADDR_TEXT];
+};
+
+/* The TCP liveness policy of one leg (client or upstream side). */
+struct leg_policy {
+	bool keepalive;           /* SO_KEEPALIVE */
+	uint32_t idle_s;          /* TCP_KEEPIDLE, 1..32767 */
+	uint32_t interval_s;      /* TCP_KEEPINTVL, 1..32767 */
+	uint32_t count;           /* TCP_KEEPCNT, 1..127 */
+	bool user_timeout_auto;   /* written as "auto" (for -t output only) */
+	uint32_t user_timeout_ms; /* TCP_USER_TIMEOUT resolved; 0 = off */
+	uint32_t nat_timeout_ms;  /* middlebox idle timeout on this leg; 0 = off */
+};
+
+struct listener_config {
+	char name[CONFIG_NAME_MAX];
+	unsigned line;            /* line of the [listener NAME] header */
+	struct endpoint listen;
+	struct endpoint *upstreams;
+	size_t n_upstreams;
+	enum balance balance;
+	uint32_t connect_timeout_ms;
+	uint32_t idle_timeout_ms; /* 0 = off */
+	enum teardown teardown;
+	struct leg_policy client;
+	struct leg_policy upstream;
+};
+
+struct config {
+	char *path;
+	unsigned workers;          /* 0 = auto (one per CPU) */
+	uint32_t max_connections;
+	enum log_level log_level;
+	char *access_log;          /* NULL = off, "-" = stdout, else a path */
+	bool admin_enabled;        /* admin_listen not "off" */
+	struct endpoint admin_listen;
+	bool admin_allow_remote;
+	uint32_t shutdown_timeout_ms;
+	struct listener_config *listeners;
+	size_t n_listeners;
+};
+
+/*
+ * Parse and validate FILE.  On success returns 0 and *out owns a new config
+ * (free with config_free).  On failure returns -1, *out is untouched and err
+ * holds "FILE:LINE: message" naming the key and what is allowed.
+ */
+int config_load(const char *path, struct config **out, char *err, size_t errlen);
+
+/* As config_load, from a string; name stands for FILE in messages. */
+int config_load_string(const char *text, const char *name, struct config **out,
+    char *err, size_t errlen);
+
+/* Free a config; config_free(NULL) does nothing. */
+void config_free(struct config *cfg);
+
+/*
+ * Write the `-t` report: per listener and side the effective policy and the
+ * worst-case dead-peer detection time.
+ */
+void config_print_check(const struct config *cfg, FILE *out);
+
+/* Value parsers, exported for the unit tests.  Each returns 0 or -1. */
+int config_parse_duration_ms(const char *text, uint64_t *ms);
+int config_parse_bool(const char *text, bool *value);
+int config_parse_endpoint(const char *text, struct endpoint *ep);
+
+/*
+ * Worst-case time from a peer's last segment to the leg being declared dead,
+ * in ms, as the Linux keepalive timer decides it: on an idle leg (0 when
+ * keepalive is off: never detected) and with data in flight (0 when no user
+ * timeout is set: left to tcp_retries2, many minutes).
+ */
+uint64_t policy_idle_detect_ms(const struct leg_policy *p);
+uint64_t policy_busy_detect_ms(const struct leg_policy *p);
+
+#endif

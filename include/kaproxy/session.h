@@ -1,0 +1,43 @@
+/*
+ * session: one proxied connection.  Two legs (client, upstream), the
+ * upstream connect with failover, the byte pump in both directions with
+ * backpressure and half-close, dead-peer teardown and the access-log record.
+ */
+#ifndef KAPROXY_SESSION_H
+#define KAPROXY_SESSION_H
+
+#include <sys/socket.h>
+
+#include "kaproxy/reason.h"
+
+struct proxy_listener;
+struct session;
+struct worker;
+
+/*
+ * Take ownership of an accepted client socket fd (nonblocking) and start
+ * connecting upstream.  On failure fd is reset and the refusal counted.
+ */
+void session_start(struct proxy_listener *pl, int fd, const struct sockaddr *addr,
+    socklen_t addrlen);
+
+/* Close every session of w with reason (drain deadline, exit). */
+void session_close_all(struct worker *w, enum close_reason reason);
+
+/* Iterate w's sessions (admin): first, then next until NULL. */
+struct session *session_first(struct worker *w);
+struct session *session_next(struct session *s);
+
+/* The name of the listener s was accepted on. */
+const char *session_listener_name(const struct session *s);
+
+/*
+ * Render s as one JSON object for GET /connections, both legs' TCP_INFO read
+ * now.  Returns the length written into buf (NUL-terminated).
+ */
+size_t session_render_json(struct session *s, char *buf, size_t size);
+
+/* Bytes of one session, for the README's memory budget and a unit check. */
+size_t session_struct_size(void);
+
+#endif

@@ -1,0 +1,207 @@
+/*
+ * accesslog: the JSON line per closed connection.  Rendered with a handful
+ * of bounded appends into a fixed buffer; no allocation.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kaproxy/accesslog.h"
+#include "kaproxy/log.h"
+
+static int log_fd = -1;
+static char *log_path;      /* NULL for stdout or off */
+
+int
+accesslog_open(const char *path)
+{
+	int fd;
+
+	accesslog_close();
+	if (path == NULL)
+		return 0;
+	if (strcmp(path, "-") == 0) {
+		log_fd = STDOUT_FILENO;
+		return 0;
+	}
+	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	if (fd == -1) {
+		log_warn("access_log %s", path);
+		return -1;
+	}
+	log_path = strdup(path);
+	if (log_path == NULL) {
+		close(fd);
+		return -1;
+	}
+	log_fd = fd;
+	return 0;
+}
+
+int
+accesslog_reopen(void)
+{
+	int fd;
+
+	if (log_path == NULL)
+		return 0;
+	fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	if (fd == -1) {
+		log_warn("access_log %s: reopen (keeping the old file)", log_path);
+		return -1;
+	}
+	/* dup2 swaps atomically: no line is ever written to a closed fd. */
+	if (dup2(fd, log_fd) == -1) {
+		log_warn("access_log %s: dup2", log_path);
+		close(fd);
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
+void
+accesslog_close(void)
+{
+	if (log_fd > STDERR_FILENO)
+		close(log_fd);
+	log_fd = -1;
+	free(log_path);
+	log_path = NULL;
+}
+
+void
+accesslog_write(const struct access_record *rec)
+{
+	char line[ACCESSLOG_LINE_MAX];
+	size_t len;
+
+	if (log_fd < 0)
+		return;
+	len = accesslog_render(rec, line, sizeof(line));
+	if (write(log_fd, line, len) < 0)
+		log_warn("access_log write");
+}
+
+void
+json_append(char *buf, size_t size, size_t *len, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (*len >= size)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(buf + *len, size - *len, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	*len += (size_t)n < size - *len ? (size_t)n : size - *len - 1;
+}
+
+void
+json_escape(char *buf, size_t size, size_t *len, const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *p;
+
+	for (p = (const unsigned char *)s; *p != '\0'; p++) {
+		if (*len + 7 > size)
+			return;
+		if (*p == '"' || *p == '\\') {
+			buf[(*len)++] = '\\';
+			buf[(*len)++] = (char)*p;
+		} else if (*p < 0x20 || *p == 0x7f) {
+			buf[(*len)++] = '\\';
+			buf[(*len)++] = 'u';
+			buf[(*len)++] = '0';
+			buf[(*len)++] = '0';
+			buf[(*len)++] = hex[*p >> 4];
+			buf[(*len)++] = hex[*p & 0xf];
+		} else {
+			buf[(*len)++] = (char)*p;
+		}
+	}
+	buf[*len] = '\0';
+}
+
+char *
+sockaddr_text(const struct sockaddr *sa, char *buf, size_t size)
+{
+	char host[INET6_ADDRSTRLEN];
+
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
+
+		inet_ntop(AF_INET, &sin->sin_addr, host, sizeof(host));
+		snprintf(buf, size, "%s:%u", host, ntohs(sin->sin_port));
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
+
+		inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
+		snprintf(buf, size, "[%s]:%u", host, ntohs(sin6->sin6_port));
+	} else {
+		snprintf(buf, size, "unknown");
+	}
+	return buf;
+}
+
+void
+json_tcp_snapshot(char *buf, size_t size, size_t *len, const char *key, const struct tcp_snapshot *t)
+{
+	if (t == NULL)
+		return;
+	json_append(buf, size, len,
+	    ",\"%s\":{\"state\":\"%s\",\"rtt_us\":%" PRIu32 ",\"rttvar_us\":%" PRIu32
+	    ",\"retrans\":%" PRIu32 ",\"probes\":%u,\"unacked\":%" PRIu32
+	    ",\"last_data_recv_ms\":%" PRIu32 ",\"last_ack_recv_ms\":%" PRIu32 "}",
+	    key, sockopt_state_name(t->state), t->rtt_us, t->rttvar_us, t->total_retrans,
+	    (unsigned)t->probes, t->unacked, t->last_data_recv_ms, t->last_ack_recv_ms);
+}
+
+size_t
+accesslog_render(const struct access_record *rec, char *buf, size_t size)
+{
+	char addr[INET6_ADDRSTRLEN + 16];
+	time_t secs = (time_t)(rec->ts_ms / 1000);
+	struct tm tm;
+	size_t len = 0;
+
+	/* Leave room for the closing "}\n" whatever happens. */
+	size -= 2;
+	gmtime_r(&secs, &tm);
+	json_append(buf, size, &len, "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03uZ\",\"id\":%" PRIu64,
+	    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+	    (unsigned)(rec->ts_ms % 1000), rec->id);
+	json_append(buf, size, &len, ",\"listener\":\"");
+	json_escape(buf, size, &len, rec->listener);
+	json_append(buf, size, &len, "\",\"client\":\"%s\"",
+	    sockaddr_text(rec->client, addr, sizeof(addr)));
+	json_append(buf, size, &len, ",\"upstream\":\"");
+	json_escape(buf, size, &len, rec->upstream);
+	json_append(buf, size, &len,
+	    "\",\"duration_ms\":%" PRIu64 ",\"bytes_from_client\":%" PRIu64
+	    ",\"bytes_to_client\":%" PRIu64 ",\"close_reason\":\"%s\",\"teardown\":\"%s\"",
+	    rec->duration_ms, rec->bytes_from_client, rec->bytes_to_client,
+	    reason_name(rec->reason), teardown_name(rec->teardown));
+	if (rec->err != 0) {
+		json_append(buf, size, &len, ",\"detail\":\"");
+		json_escape(buf, size, &len, strerror(rec->err));
+		json_append(buf, size, &len, "\"");
+	}
+	if (rec->detect_ms >= 0)
+		json_append(buf, size, &len, ",\"detect_ms\":%" PRId64, rec->detect_ms);
+	json_tcp_snapshot(buf, size, &len, "client_tcp", rec->client_tcp);
+	json_tcp_snapshot(buf, size, &len, "upstream_tcp", rec->upstream_tcp);
+	buf[len++] = '}';
+	buf[len++] = '\n';
+	buf[len] = '\0';
+	return len;
+}

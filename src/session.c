@@ -1,0 +1,698 @@
+/*
+ * session: one proxied connection, from accept to its access-log line.
+ *
+ * A session holds two legs.  Each leg owns its socket, one edge-triggered
+ * event (read and write readiness, registered once) and, only while bytes
+ * are in flight, a pipe holding what was received on it and not yet sent on
+ * the other leg.  Bytes move with splice(2) socket -> pipe -> socket, so they
+ * never enter user space, and an idle session holds no buffer at all.
+ *
+ * Backpressure: a direction reads its source only when its pipe is empty, so
+ * at most one pipe (64 KiB) per direction is buffered beyond the kernel's
+ * socket buffers.  Half-close: a FIN read on one leg becomes shutdown(SHUT_WR)
+ * on the other once the pipe is drained; the other direction keeps flowing.
+ *
+ * session_close() is the only way a session ends: it decides the teardown,
+ * writes the access-log line and counts the reason.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/event_struct.h>
+
+#include "kaproxy/accesslog.h"
+#include "kaproxy/listener.h"
+#include "kaproxy/log.h"
+#include "kaproxy/session.h"
+#include "kaproxy/sockopt.h"
+#include "kaproxy/worker.h"
+
+/* The most one splice moves: a default pipe's capacity. */
+#define SPLICE_CHUNK (64 * 1024)
+
+/* How long a teardown = fin waits for the live peer to take its bytes and close. */
+#define FIN_LINGER_MS 10000
+
+enum session_state {
+	STATE_CONNECTING,   /* upstream connect in progress, client not read yet */
+	STATE_RUNNING,      /* both legs up, pumping */
+	STATE_LINGER,       /* logged; flushing and closing the live leg with FIN */
+};
+
+struct leg {
+	struct event ev;        /* read/write readiness, edge-triggered */
+	struct session *session;
+	int fd;                 /* -1 once closed */
+	int pipe[2];            /* bytes read from fd, not yet sent on the peer leg */
+	uint32_t pipe_len;
+	uint8_t side;           /* enum side */
+	uint8_t eof;            /* the peer's FIN has been read */
+	uint8_t shut;           /* our FIN has been sent (SHUT_WR) */
+	uint64_t bytes_in;      /* bytes read from this leg */
+};
+
+struct session {
+	struct leg client;
+	struct leg upstream;
+	LIST_ENTRY(session) entry;
+	struct proxy_listener *pl;
+	uint64_t id;
+	uint64_t start_ms;          /* monotonic */
+	uint64_t last_active_ms;    /* monotonic, refreshed per event */
+	struct sockaddr_in6 client_addr; /* also holds a sockaddr_in */
+	uint16_t upstream_first;    /* index of the first upstream tried */
+	uint16_t attempts;          /* connects started; the current one is the last */
+	uint8_t state;
+	uint8_t reason;             /* enum close_reason, set once */
+	uint8_t first_fin;          /* reason of the first orderly FIN seen */
+	uint8_t all_timed_out;      /* every connect attempt so far timed out */
+	int err;                    /* errno behind the reason */
+};
+
+size_t
+session_struct_size(void)
+{
+	return sizeof(struct session);
+}
+
+static uint64_t
+now_ms(struct worker *w)
+{
+	struct timeval tv;
+
+	/* The loop's cached clock: no syscall on the per-event path. */
+	event_base_gettimeofday_cached(w->base, &tv);
+	return (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+}
+
+static uint64_t
+wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static struct leg *
+leg_peer(struct leg *leg)
+{
+	struct session *s = leg->session;
+
+	return leg == &s->client ? &s->upstream : &s->client;
+}
+
+/* The upstream being connected to, or the last one tried. */
+static const struct endpoint *
+current_upstream(const struct session *s)
+{
+	const struct listener_config *lc = s->pl->cfg;
+	unsigned tried = s->attempts > 0 ? s->attempts - 1u : 0u;
+
+	return &lc->upstreams[(s->upstream_first + tried) % lc->n_upstreams];
+}
+
+static struct timeval
+ms_to_tv(uint64_t ms)
+{
+	struct timeval tv = { .tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000 };
+
+	return tv;
+}
+
+static void leg_event(evutil_socket_t fd, short what, void *arg);
+static void session_close(struct session *s, enum close_reason reason, struct leg *dead, int err);
+static void session_free(struct session *s);
+static void upstream_connect_next(struct session *s);
+
+static void
+leg_init(struct session *s, struct leg *leg, enum side side)
+{
+	leg->session = s;
+	leg->fd = -1;
+	leg->pipe[0] = leg->pipe[1] = -1;
+	leg->side = (uint8_t)side;
+}
+
+/* Close a leg's socket without sending anything more: for a leg already dead. */
+static void
+leg_close_quiet(struct leg *leg)
+{
+	if (leg->fd < 0)
+		return;
+	if (event_initialized(&leg->ev))
+		event_del(&leg->ev);
+	close(leg->fd);
+	leg->fd = -1;
+}
+
+static void
+leg_close_rst(struct leg *leg)
+{
+	if (leg->fd < 0)
+		return;
+	if (event_initialized(&leg->ev))
+		event_del(&leg->ev);
+	sockopt_close_rst(leg->fd);
+	leg->fd = -1;
+}
+
+static void
+leg_release_pipe(struct worker *w, struct leg *leg)
+{
+	if (leg->pipe[0] < 0)
+		return;
+	if (leg->pipe_len == 0)
+		worker_pipe_put(w, leg->pipe);
+	else
+		worker_pipe_discard(leg->pipe);
+	leg->pipe_len = 0;
+}
+
+/* A leg reported err (0 = FIN handled elsewhere): the session ends. */
+static int
+leg_failed(struct leg *leg, int err)
+{
+	session_close(leg->session, reason_classify(leg->side, err), leg, err);
+	return -1;
+}
+
+/*
+ * Move bytes received on src to dst until a socket would block.  Returns 0
+ * while the session lives, -1 once it has been closed.
+ */
+static int
+pump(struct leg *src, struct leg *dst)
+{
+	struct session *s = src->session;
+	struct worker *w = s->pl->worker;
+	struct listener_stats *st = s->pl->stats;
+	ssize_t n;
+
+	for (;;) {
+		if (src->pipe_len > 0) {
+			n = splice(src->pipe[0], NULL, dst->fd, NULL, src->pipe_len,
+			    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+			if (n > 0) {
+				src->pipe_len -= (uint32_t)n;
+				continue;
+			}
+			if (n < 0 && errno == EAGAIN)
+				return 0;   /* dst's write edge resumes us */
+			return leg_failed(dst, n == 0 ? EPIPE : errno);
+		}
+		if (src->eof) {
+			if (!dst->shut) {
+				dst->shut = 1;
+				if (shutdown(dst->fd, SHUT_WR) == -1 && errno != ENOTCONN)
+					return leg_failed(dst, errno);
+			}
+			return 0;
+		}
+		if (src->pipe[0] < 0 && worker_pipe_get(w, src->pipe) == -1) {
+			log_warn("session %llu: pipe", (unsigned long long)s->id);
+			return leg_failed(src, errno);
+		}
+		n = splice(src->fd, NULL, src->pipe[1], NULL, SPLICE_CHUNK,
+		    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		if (n > 0) {
+			src->pipe_len = (uint32_t)n;
+			src->bytes_in += (uint64_t)n;
+			if (src->side == SIDE_CLIENT)
+				st->bytes_from_client += (uint64_t)n;
+			else
+				st->bytes_to_client += (uint64_t)n;
+			continue;
+		}
+		if (n == 0) {
+			src->eof = 1;
+			if (s->first_fin == REASON_NONE)
+				s->first_fin = (uint8_t)reason_classify(src->side, 0);
+			worker_pipe_put(w, src->pipe);
+			continue;
+		}
+		if (errno == EAGAIN) {
+			/* Nothing in flight: the pipe goes back, idle costs no buffer. */
+			worker_pipe_put(w, src->pipe);
+			return 0;
+		}
+		return leg_failed(src, errno);
+	}
+}
+
+static int
+session_finished(const struct session *s)
+{
+	return s->client.eof && s->upstream.eof && s->client.shut && s->upstream.shut &&
+	    s->client.pipe_len == 0 && s->upstream.pipe_len == 0;
+}
+
+/* A FIN was read earlier, so reads stop; an error since then shows in SO_ERROR. */
+static int
+leg_check_error(struct leg *leg)
+{
+	int err = 0;
+	socklen_t len = sizeof(err);
+
+	if (getsockopt(leg->fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+		err = errno;
+	if (err != 0)
+		return leg_failed(leg, err);
+	return 0;
+}
+
+static void
+idle_check(struct session *s)
+{
+	uint64_t idle = s->pl->cfg->idle_timeout_ms;
+	uint64_t quiet = now_ms(s->pl->worker) - s->last_active_ms;
+	struct timeval tv;
+
+	if (quiet >= idle) {
+		session_close(s, REASON_IDLE_TIMEOUT, NULL, 0);
+		return;
+	}
+	/* Activity on the other leg does not re-arm this timer: wait the rest. */
+	tv = ms_to_tv(idle - quiet);
+	event_add(&s->client.ev, &tv);
+}
+
+static void
+running_event(struct leg *leg, short what)
+{
+	struct session *s = leg->session;
+	struct leg *peer = leg_peer(leg);
+
+	if (what & EV_TIMEOUT) {
+		idle_check(s);
+		return;
+	}
+	s->last_active_ms = now_ms(s->pl->worker);
+	if (what & EV_READ) {
+		if (leg->eof) {
+			if (leg_check_error(leg) == -1)
+				return;
+		} else if (pump(leg, peer) == -1) {
+			return;
+		}
+	}
+	if ((what & EV_WRITE) && peer->pipe_len > 0 && pump(peer, leg) == -1)
+		return;
+	if (session_finished(s))
+		session_close(s, (enum close_reason)s->first_fin, NULL, 0);
+}
+
+static void
+session_running(struct session *s)
+{
+	struct worker *w = s->pl->worker;
+	const struct listener_config *lc = s->pl->cfg;
+	struct timeval idle;
+	short flags = EV_READ | EV_WRITE | EV_ET | EV_PERSIST;
+
+	s->state = STATE_RUNNING;
+	s->last_active_ms = now_ms(w);
+	stats_observe(&s->pl->stats->connect_seconds, stats_connect_bounds,
+	    STATS_CONNECT_BUCKETS, (double)(s->last_active_ms - s->start_ms) / 1000.0);
+
+	event_del(&s->upstream.ev);
+	event_assign(&s->upstream.ev, w->base, s->upstream.fd, flags, leg_event, &s->upstream);
+	event_assign(&s->client.ev, w->base, s->client.fd, flags, leg_event, &s->client);
+	/*
+	 * Registered once, edge-triggered: no epoll_ctl per event.  A pending
+	 * readiness (client bytes sent while we connected) is reported on add.
+	 */
+	event_add(&s->upstream.ev, NULL);
+	if (lc->idle_timeout_ms > 0) {
+		idle = ms_to_tv(lc->idle_timeout_ms);
+		event_add(&s->client.ev, &idle);
+	} else {
+		event_add(&s->client.ev, NULL);
+	}
+}
+
+static void
+connecting_event(struct session *s, short what)
+{
+	int err = 0;
+	socklen_t len = sizeof(err);
+
+	if (what & EV_TIMEOUT) {
+		s->err = ETIMEDOUT;
+	} else {
+		if (getsockopt(s->upstream.fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+			err = errno;
+		if (err == 0) {
+			session_running(s);
+			return;
+		}
+		s->err = err;
+		s->all_timed_out = 0;
+	}
+	log_debug("session %llu: upstream %s: %s", (unsigned long long)s->id,
+	    current_upstream(s)->text, strerror(s->err));
+	leg_close_quiet(&s->upstream);
+	upstream_connect_next(s);
+}
+
+/* Finish a teardown = fin: deliver what the live peer is owed, FIN, await its close. */
+static void
+linger_event(struct leg *leg, short what)
+{
+	struct session *s = leg->session;
+	struct leg *dead = leg_peer(leg);
+	ssize_t n;
+
+	if (what & EV_TIMEOUT)
+		goto done;
+	while (dead->pipe_len > 0) {
+		n = splice(dead->pipe[0], NULL, leg->fd, NULL, dead->pipe_len,
+		    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		if (n > 0) {
+			dead->pipe_len -= (uint32_t)n;
+			continue;
+		}
+		if (n < 0 && errno == EAGAIN)
+			return;
+		goto done;
+	}
+	if (!leg->shut) {
+		leg->shut = 1;
+		if (shutdown(leg->fd, SHUT_WR) == -1)
+			goto done;
+	}
+	/*
+	 * Closing with unread bytes would send RST (RFC 2525 2.17): read and
+	 * discard until the peer's FIN.  MSG_TRUNC discards in the kernel.
+	 */
+	for (;;) {
+		n = recv(leg->fd, NULL, 1 << 20, MSG_TRUNC | MSG_DONTWAIT);
+		if (n > 0)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			return;
+		break;
+	}
+done:
+	session_free(s);
+}
+
+static void
+leg_event(evutil_socket_t fd, short what, void *arg)
+{
+	struct leg *leg = arg;
+	struct session *s = leg->session;
+
+	(void)fd;
+	switch (s->state) {
+	case STATE_CONNECTING:
+		connecting_event(s, what);
+		break;
+	case STATE_RUNNING:
+		running_event(leg, what);
+		break;
+	case STATE_LINGER:
+		linger_event(leg, what);
+		break;
+	}
+}
+
+static void
+upstream_connect_next(struct session *s)
+{
+	const struct listener_config *lc = s->pl->cfg;
+	struct worker *w = s->pl->worker;
+	const struct endpoint *ep;
+	struct timeval tv = ms_to_tv(lc->connect_timeout_ms);
+	int fd;
+
+	while (s->attempts < lc->n_upstreams) {
+		s->attempts++;
+		ep = current_upstream(s);
+		fd = socket(ep->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (fd == -1) {
+			s->err = errno;
+			log_warn("session %llu: socket for upstream %s",
+			    (unsigned long long)s->id, ep->text);
+			break;
+		}
+		if (sockopt_apply_policy(fd, &lc->upstream, "upstream") == -1) {
+			s->err = errno;
+			close(fd);
+			break;
+		}
+		if (connect(fd, (const struct sockaddr *)&ep->addr, ep->len) == 0 ||
+		    errno == EINPROGRESS) {
+			s->upstream.fd = fd;
+			event_assign(&s->upstream.ev, w->base, fd, EV_WRITE, leg_event, &s->upstream);
+			event_add(&s->upstream.ev, &tv);
+			return;
+		}
+		s->err = errno;
+		s->all_timed_out = 0;
+		log_debug("session %llu: upstream %s: %s", (unsigned long long)s->id,
+		    ep->text, strerror(s->err));
+		close(fd);
+	}
+	session_close(s, s->all_timed_out ? REASON_CONNECT_TIMEOUT : REASON_CONNECT_FAILED, NULL, s->err);
+}
+
+void
+session_start(struct proxy_listener *pl, int fd, const struct sockaddr *addr, socklen_t addrlen)
+{
+	struct worker *w = pl->worker;
+	struct session *s;
+
+	s = calloc(1, sizeof(*s));
+	if (s == NULL) {
+		log_warn("listener %s: session", pl->cfg->name);
+		pl->stats->refused[REFUSE_ERROR]++;
+		sockopt_close_rst(fd);
+		return;
+	}
+	leg_init(s, &s->client, SIDE_CLIENT);
+	leg_init(s, &s->upstream, SIDE_UPSTREAM);
+	s->client.fd = fd;
+	s->pl = pl;
+	listener_ref(pl);
+	s->id = w->next_session_id++;
+	s->start_ms = now_ms(w);
+	s->last_active_ms = s->start_ms;
+	if (addrlen > sizeof(s->client_addr))
+		addrlen = sizeof(s->client_addr);
+	memcpy(&s->client_addr, addr, addrlen);
+	s->all_timed_out = 1;
+	s->state = STATE_CONNECTING;
+	LIST_INSERT_HEAD(&w->sessions, s, entry);
+	w->n_sessions++;
+	pl->stats->accepted++;
+	pl->stats->active++;
+
+	if (pl->cfg->balance == BALANCE_ROUNDROBIN)
+		s->upstream_first = (uint16_t)(pl->rr_next++ % pl->cfg->n_upstreams);
+	upstream_connect_next(s);
+}
+
+static int64_t
+detect_ms(const struct tcp_snapshot *snap)
+{
+	/* ms since the last segment of any kind arrived on the dead leg. */
+	return snap->last_ack_recv_ms < snap->last_data_recv_ms ?
+	    snap->last_ack_recv_ms : snap->last_data_recv_ms;
+}
+
+static void
+session_log(struct session *s, enum teardown_action teardown, int have_client,
+    const struct tcp_snapshot *client_tcp, int have_upstream,
+    const struct tcp_snapshot *upstream_tcp, int64_t detect)
+{
+	const struct listener_config *lc = s->pl->cfg;
+	struct access_record rec = {
+		.ts_ms = wall_ms(),
+		.id = s->id,
+		.listener = lc->name,
+		.client = (const struct sockaddr *)&s->client_addr,
+		.upstream = current_upstream(s)->text,
+		.duration_ms = now_ms(s->pl->worker) - s->start_ms,
+		.bytes_from_client = s->client.bytes_in,
+		.bytes_to_client = s->upstream.bytes_in,
+		.reason = (enum close_reason)s->reason,
+		.teardown = teardown,
+		.err = s->err,
+		.detect_ms = detect,
+		.client_tcp = have_client ? client_tcp : NULL,
+		.upstream_tcp = have_upstream ? upstream_tcp : NULL,
+	};
+
+	accesslog_write(&rec);
+}
+
+/*
+ * End a session: reason is why, dead the leg whose peer was found dead (or
+ * NULL), err the errno behind it.  Tears the other leg down per the
+ * listener's teardown, logs, counts, frees (or lingers for teardown = fin).
+ */
+static void
+session_close(struct session *s, enum close_reason reason, struct leg *dead, int err)
+{
+	struct listener_stats *st = s->pl->stats;
+	struct tcp_snapshot client_tcp, upstream_tcp;
+	int have_client, have_upstream;
+	enum teardown_action teardown = TEARDOWN_DONE_NONE;
+	int fin_mode = s->pl->cfg->teardown == TEARDOWN_FIN;
+	struct leg *live = NULL;
+	int64_t detect = -1;
+	struct timeval linger = ms_to_tv(FIN_LINGER_MS);
+
+	if (s->state == STATE_LINGER)
+		return;
+	s->reason = (uint8_t)reason;
+	if (err != 0)
+		s->err = err;
+	have_client = sockopt_tcp_snapshot(s->client.fd, &client_tcp) == 0;
+	have_upstream = sockopt_tcp_snapshot(s->upstream.fd, &upstream_tcp) == 0;
+	if (reason_is_timeout(reason) && dead != NULL) {
+		const struct tcp_snapshot *snap = dead == &s->client ? &client_tcp : &upstream_tcp;
+
+		if ((dead == &s->client ? have_client : have_upstream)) {
+			detect = detect_ms(snap);
+			stats_observe(&st->detect_seconds[dead->side], stats_detect_bounds,
+			    STATS_DETECT_BUCKETS, (double)detect / 1000.0);
+		}
+	}
+
+	if (dead != NULL) {
+		/* The dead peer's kernel state is gone or already reset by ours. */
+		leg_close_quiet(dead);
+		live = leg_peer(dead);
+		if (live->fd >= 0) {
+			if (fin_mode) {
+				teardown = TEARDOWN_DONE_FIN;
+			} else {
+				teardown = TEARDOWN_DONE_RST;
+				leg_close_rst(live);
+			}
+		}
+	} else if (reason == REASON_CONNECT_FAILED || reason == REASON_CONNECT_TIMEOUT) {
+		leg_close_quiet(&s->upstream);
+		leg_close_rst(&s->client);
+		teardown = TEARDOWN_DONE_RST;
+	} else if (reason == REASON_CLIENT_FIN || reason == REASON_UPSTREAM_FIN) {
+		leg_close_quiet(&s->client);
+		leg_close_quiet(&s->upstream);
+	} else {
+		/* idle_timeout, shutdown: both peers alive, neither owed a reason. */
+		if (fin_mode) {
+			teardown = TEARDOWN_DONE_FIN;
+			leg_close_quiet(&s->client);
+			leg_close_quiet(&s->upstream);
+		} else {
+			teardown = TEARDOWN_DONE_RST;
+			leg_close_rst(&s->client);
+			leg_close_rst(&s->upstream);
+		}
+	}
+
+	session_log(s, teardown, have_client, &client_tcp, have_upstream, &upstream_tcp, detect);
+	st->closed[reason]++;
+	if (log_debug_enabled())
+		log_debug("session %llu: closed: %s%s%s, teardown %s", (unsigned long long)s->id,
+		    reason_name(reason), s->err ? ": " : "", s->err ? strerror(s->err) : "",
+		    teardown_name(teardown));
+
+	if (teardown == TEARDOWN_DONE_FIN && live != NULL && live->fd >= 0) {
+		struct worker *w = s->pl->worker;
+
+		s->state = STATE_LINGER;
+		leg_release_pipe(w, live);    /* owed to the dead peer: dropped */
+		event_del(&live->ev);
+		event_assign(&live->ev, w->base, live->fd, EV_READ | EV_WRITE | EV_ET | EV_PERSIST,
+		    leg_event, live);
+		event_add(&live->ev, &linger);
+		return;
+	}
+	session_free(s);
+}
+
+static void
+session_free(struct session *s)
+{
+	struct proxy_listener *pl = s->pl;
+	struct worker *w = pl->worker;
+
+	leg_close_quiet(&s->client);
+	leg_close_quiet(&s->upstream);
+	leg_release_pipe(w, &s->client);
+	leg_release_pipe(w, &s->upstream);
+	LIST_REMOVE(s, entry);
+	pl->stats->active--;
+	free(s);
+	listener_unref(pl);
+	worker_session_gone(w);
+}
+
+void
+session_close_all(struct worker *w, enum close_reason reason)
+{
+	struct session *s;
+
+	while ((s = LIST_FIRST(&w->sessions)) != NULL) {
+		if (s->state == STATE_LINGER)
+			session_free(s);
+		else
+			session_close(s, reason, NULL, 0);
+	}
+}
+
+struct session *
+session_first(struct worker *w)
+{
+	return LIST_FIRST(&w->sessions);
+}
+
+struct session *
+session_next(struct session *s)
+{
+	return LIST_NEXT(s, entry);
+}
+
+const char *
+session_listener_name(const struct session *s)
+{
+	return s->pl->cfg->name;
+}
+
+size_t
+session_render_json(struct session *s, char *buf, size_t size)
+{
+	static const char *const states[] = { "connecting", "running", "closing" };
+	struct tcp_snapshot client_tcp, upstream_tcp;
+	char addr[INET6_ADDRSTRLEN + 16];
+	size_t len = 0;
+	int have_client = sockopt_tcp_snapshot(s->client.fd, &client_tcp) == 0;
+	int have_upstream = sockopt_tcp_snapshot(s->upstream.fd, &upstream_tcp) == 0;
+
+	buf[0] = '\0';
+	json_append(buf, size, &len, "{\"id\":%llu,\"listener\":\"", (unsigned long long)s->id);
+	json_escape(buf, size, &len, s->pl->cfg->name);
+	json_append(buf, size, &len, "\",\"state\":\"%s\",\"age_ms\":%llu,\"client\":\"%s\",\"upstream\":\"",
+	    states[s->state], (unsigned long long)(now_ms(s->pl->worker) - s->start_ms),
+	    sockaddr_text((const struct sockaddr *)&s->client_addr, addr, sizeof(addr)));
+	json_escape(buf, size, &len, current_upstream(s)->text);
+	json_append(buf, size, &len,
+	    "\",\"bytes_from_client\":%llu,\"bytes_to_client\":%llu,\"idle_ms\":%llu",
+	    (unsigned long long)s->client.bytes_in, (unsigned long long)s->upstream.bytes_in,
+	    (unsigned long long)(now_ms(s->pl->worker) - s->last_active_ms));
+	json_tcp_snapshot(buf, size, &len, "client_tcp", have_client ? &client_tcp : NULL);
+	json_tcp_snapshot(buf, size, &len, "upstream_tcp", have_upstream ? &upstream_tcp : NULL);
+	json_append(buf, size, &len, "}");
+	return len;
+}

@@ -1,0 +1,196 @@
+/*
+ * stats: the per-listener counter registry and histogram arithmetic.
+ */
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+#include "kaproxy/stats.h"
+
+const double stats_connect_bounds[STATS_CONNECT_BUCKETS] = {
+	0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1,
+};
+
+const double stats_detect_bounds[STATS_DETECT_BUCKETS] = {
+	0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 7200,
+};
+
+struct listener_stats *
+stats_for(struct stats_list *list, const char *name)
+{
+	struct listener_stats *st;
+
+	LIST_FOREACH(st, list, entry)
+		if (strcmp(st->name, name) == 0)
+			return st;
+	st = calloc(1, sizeof(*st));
+	if (st == NULL)
+		return NULL;
+	strncpy(st->name, name, sizeof(st->name) - 1);
+	LIST_INSERT_HEAD(list, st, entry);
+	return st;
+}
+
+void
+stats_free_all(struct stats_list *list)
+{
+	struct listener_stats *st;
+
+	while ((st = LIST_FIRST(list)) != NULL) {
+		LIST_REMOVE(st, entry);
+		free(st);
+	}
+}
+
+void
+stats_observe(struct histogram *h, const double *bounds, size_t n_bounds, double value)
+{
+	size_t i;
+
+	h->count++;
+	h->sum += value;
+	/* Stored per bucket (not cumulative) so observing stays O(buckets). */
+	for (i = 0; i < n_bounds; i++)
+		if (value <= bounds[i])
+			break;
+	h->buckets[i]++;
+}
+
+const char *
+refuse_name(enum refuse_reason reason)
+{
+	switch (reason) {
+	case REFUSE_MAX_CONNECTIONS:
+		return "max_connections";
+	case REFUSE_DRAINING:
+		return "draining";
+	default:
+		return "error";
+	}
+}
+
+void
+stats_label_escape(struct evbuffer *out, const char *s)
+{
+	const char *p;
+
+	for (p = s; *p != '\0'; p++) {
+		switch (*p) {
+		case '\\':
+			evbuffer_add(out, "\\\\", 2);
+			break;
+		case '"':
+			evbuffer_add(out, "\\\"", 2);
+			break;
+		case '\n':
+			evbuffer_add(out, "\\n", 2);
+			break;
+		default:
+			evbuffer_add(out, p, 1);
+		}
+	}
+}
+
+static void
+family(struct evbuffer *out, const char *name, const char *type, const char *help)
+{
+	evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* name{listener="L"<extra>} value */
+static void
+sample(struct evbuffer *out, const char *name, const char *listener, const char *extra,
+    uint64_t value)
+{
+	evbuffer_add_printf(out, "%s{listener=\"", name);
+	stats_label_escape(out, listener);
+	evbuffer_add_printf(out, "\"%s} %llu\n", extra, (unsigned long long)value);
+}
+
+static void
+histogram(struct evbuffer *out, const char *name, const char *listener, const char *extra,
+    const struct histogram *h, const double *bounds, size_t n_bounds)
+{
+	uint64_t cumulative = 0;
+	size_t i;
+
+	for (i = 0; i <= n_bounds; i++) {
+		cumulative += h->buckets[i];
+		evbuffer_add_printf(out, "%s_bucket{listener=\"", name);
+		stats_label_escape(out, listener);
+		if (i < n_bounds)
+			evbuffer_add_printf(out, "\"%s,le=\"%g\"} %llu\n", extra, bounds[i],
+			    (unsigned long long)cumulative);
+		else
+			evbuffer_add_printf(out, "\"%s,le=\"+Inf\"} %llu\n", extra,
+			    (unsigned long long)cumulative);
+	}
+	evbuffer_add_printf(out, "%s_sum{listener=\"", name);
+	stats_label_escape(out, listener);
+	evbuffer_add_printf(out, "\"%s} %.6f\n", extra, h->sum);
+	evbuffer_add_printf(out, "%s_count{listener=\"", name);
+	stats_label_escape(out, listener);
+	evbuffer_add_printf(out, "\"%s} %llu\n", extra, (unsigned long long)h->count);
+}
+
+int
+stats_render_prometheus(const struct stats_list *list, const struct stats_process *proc,
+    struct evbuffer *out)
+{
+	const struct listener_stats *st;
+	char extra[64];
+	int r;
+
+	family(out, "kaproxy_build_info", "gauge", "kaproxy version, value 1.");
+	evbuffer_add_printf(out, "kaproxy_build_info{version=\"%s\"} 1\n", proc->version);
+	family(out, "kaproxy_config_reloads_total", "counter",
+	    "Configuration reloads (SIGHUP) by result.");
+	evbuffer_add_printf(out, "kaproxy_config_reloads_total{result=\"success\"} %llu\n",
+	    (unsigned long long)proc->reloads_ok);
+	evbuffer_add_printf(out, "kaproxy_config_reloads_total{result=\"failure\"} %llu\n",
+	    (unsigned long long)proc->reloads_failed);
+
+	family(out, "kaproxy_connections_active", "gauge", "Client connections open now.");
+	LIST_FOREACH(st, list, entry)
+		sample(out, "kaproxy_connections_active", st->name, "", st->active);
+	family(out, "kaproxy_connections_total", "counter", "Client connections accepted.");
+	LIST_FOREACH(st, list, entry)
+		sample(out, "kaproxy_connections_total", st->name, "", st->accepted);
+	family(out, "kaproxy_connections_closed_total", "counter",
+	    "Connections closed, by close_reason.");
+	LIST_FOREACH(st, list, entry)
+		for (r = REASON_NONE + 1; r < REASON_COUNT; r++) {
+			snprintf(extra, sizeof(extra), ",reason=\"%s\"", reason_name(r));
+			sample(out, "kaproxy_connections_closed_total", st->name, extra, st->closed[r]);
+		}
+	family(out, "kaproxy_connections_refused_total", "counter",
+	    "Client connections reset at accept, by reason.");
+	LIST_FOREACH(st, list, entry)
+		for (r = 0; r < REFUSE_COUNT; r++) {
+			snprintf(extra, sizeof(extra), ",reason=\"%s\"", refuse_name(r));
+			sample(out, "kaproxy_connections_refused_total", st->name, extra, st->refused[r]);
+		}
+	family(out, "kaproxy_bytes_total", "counter", "Bytes received from each peer and forwarded.");
+	LIST_FOREACH(st, list, entry) {
+		sample(out, "kaproxy_bytes_total", st->name, ",direction=\"from_client\"",
+		    st->bytes_from_client);
+		sample(out, "kaproxy_bytes_total", st->name, ",direction=\"to_client\"",
+		    st->bytes_to_client);
+	}
+	family(out, "kaproxy_upstream_connect_duration_seconds", "histogram",
+	    "Time to establish the upstream connection.");
+	LIST_FOREACH(st, list, entry)
+		histogram(out, "kaproxy_upstream_connect_duration_seconds", st->name, "",
+		    &st->connect_seconds, stats_connect_bounds, STATS_CONNECT_BUCKETS);
+	family(out, "kaproxy_dead_peer_detection_seconds", "histogram",
+	    "Time from a dead leg's last received segment to it being declared dead.");
+	LIST_FOREACH(st, list, entry)
+		for (r = SIDE_CLIENT; r <= SIDE_UPSTREAM; r++) {
+			snprintf(extra, sizeof(extra), ",side=\"%s\"", side_name(r));
+			histogram(out, "kaproxy_dead_peer_detection_seconds", st->name, extra,
+			    &st->detect_seconds[r], stats_detect_bounds, STATS_DETECT_BUCKETS);
+		}
+	return 0;
+}

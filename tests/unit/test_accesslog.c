@@ -1,0 +1,144 @@
+/*
+ * Goal: the access-log line is one valid JSON object with exactly the spec's
+ * fields, escapes any listener name, and omits what does not apply.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "kaproxy/accesslog.h"
+
+static struct sockaddr_in client4;
+
+static struct access_record
+sample(void)
+{
+	struct access_record rec;
+
+	memset(&client4, 0, sizeof(client4));
+	client4.sin_family = AF_INET;
+	client4.sin_port = htons(40112);
+	inet_pton(AF_INET, "198.51.100.7", &client4.sin_addr);
+	memset(&rec, 0, sizeof(rec));
+	rec.ts_ms = 1795521600123ULL; /* 2026-11-24T12:00:00.123Z */
+	rec.id = 42;
+	rec.listener = "legacy";
+	rec.client = (const struct sockaddr *)&client4;
+	rec.upstream = "192.0.2.10:5432";
+	rec.duration_ms = 1234;
+	rec.bytes_from_client = 12;
+	rec.bytes_to_client = 13;
+	rec.reason = REASON_UPSTREAM_TIMEOUT;
+	rec.teardown = TEARDOWN_DONE_RST;
+	rec.err = ETIMEDOUT;
+	rec.detect_ms = 4000;
+	return rec;
+}
+
+static void
+test_full_line(void **state)
+{
+	struct access_record rec = sample();
+	struct tcp_snapshot c = { .state = 1, .rtt_us = 50, .rttvar_us = 10, .total_retrans = 0,
+		.probes = 0, .unacked = 0, .last_data_recv_ms = 5, .last_ack_recv_ms = 4 };
+	struct tcp_snapshot u = { .state = 7, .probes = 3, .total_retrans = 2 };
+	char buf[ACCESSLOG_LINE_MAX];
+	size_t len;
+
+	(void)state;
+	rec.client_tcp = &c;
+	rec.upstream_tcp = &u;
+	len = accesslog_render(&rec, buf, sizeof(buf));
+	assert_int_equal(len, strlen(buf));
+	assert_string_equal(buf,
+	    "{\"ts\":\"2026-11-24T12:00:00.123Z\",\"id\":42,\"listener\":\"legacy\","
+	    "\"client\":\"198.51.100.7:40112\",\"upstream\":\"192.0.2.10:5432\","
+	    "\"duration_ms\":1234,\"bytes_from_client\":12,\"bytes_to_client\":13,"
+	    "\"close_reason\":\"upstream_timeout\",\"teardown\":\"rst\","
+	    "\"detail\":\"Connection timed out\",\"detect_ms\":4000,"
+	    "\"client_tcp\":{\"state\":\"established\",\"rtt_us\":50,\"rttvar_us\":10,"
+	    "\"retrans\":0,\"probes\":0,\"unacked\":0,\"last_data_recv_ms\":5,\"last_ack_recv_ms\":4},"
+	    "\"upstream_tcp\":{\"state\":\"close\",\"rtt_us\":0,\"rttvar_us\":0,"
+	    "\"retrans\":2,\"probes\":3,\"unacked\":0,\"last_data_recv_ms\":0,\"last_ack_recv_ms\":0}}\n");
+}
+
+static void
+test_optional_fields_omitted(void **state)
+{
+	struct access_record rec = sample();
+	char buf[ACCESSLOG_LINE_MAX];
+
+	(void)state;
+	rec.reason = REASON_CLIENT_FIN;
+	rec.teardown = TEARDOWN_DONE_NONE;
+	rec.err = 0;
+	rec.detect_ms = -1;
+	accesslog_render(&rec, buf, sizeof(buf));
+	assert_null(strstr(buf, "detail"));
+	assert_null(strstr(buf, "detect_ms"));
+	assert_null(strstr(buf, "_tcp"));
+	assert_non_null(strstr(buf, "\"close_reason\":\"client_fin\",\"teardown\":\"none\"}\n"));
+}
+
+static void
+test_listener_name_escaped(void **state)
+{
+	struct access_record rec = sample();
+	char buf[ACCESSLOG_LINE_MAX];
+
+	(void)state;
+	rec.listener = "a\"b\\c\td\x01";
+	accesslog_render(&rec, buf, sizeof(buf));
+	assert_non_null(strstr(buf, "\"listener\":\"a\\\"b\\\\c\\u0009d\\u0001\""));
+}
+
+static void
+test_ipv6_client(void **state)
+{
+	struct access_record rec = sample();
+	struct sockaddr_in6 c6;
+	char buf[ACCESSLOG_LINE_MAX];
+
+	(void)state;
+	memset(&c6, 0, sizeof(c6));
+	c6.sin6_family = AF_INET6;
+	c6.sin6_port = htons(2000);
+	inet_pton(AF_INET6, "2001:db8::1", &c6.sin6_addr);
+	rec.client = (const struct sockaddr *)&c6;
+	accesslog_render(&rec, buf, sizeof(buf));
+	assert_non_null(strstr(buf, "\"client\":\"[2001:db8::1]:2000\""));
+}
+
+static void
+test_small_buffer_still_one_closed_line(void **state)
+{
+	struct access_record rec = sample();
+	char buf[64];
+	size_t len;
+
+	(void)state;
+	len = accesslog_render(&rec, buf, sizeof(buf));
+	assert_true(len < sizeof(buf));
+	assert_int_equal(buf[len - 1], '\n');
+	assert_int_equal(buf[len - 2], '}');
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_full_line),
+		cmocka_unit_test(test_optional_fields_omitted),
+		cmocka_unit_test(test_listener_name_escaped),
+		cmocka_unit_test(test_ipv6_client),
+		cmocka_unit_test(test_small_buffer_still_one_closed_line),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

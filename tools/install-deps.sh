@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Install what kaproxy needs to build, test and benchmark on Debian 12.
+# Needs root (apt-get).  Safe to run again: apt-get skips what is there.
+set -euo pipefail
+if [ "$(id -u)" != 0 ]; then
+	echo "install-deps.sh: run as root (sudo $0)" >&2
+	exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends \
+	build-essential cmake pkg-config \
+	libevent-dev libinih-dev libcmocka-dev \
+	python3 iproute2 iptables conntrack tshark procps psmisc curl \
+	valgrind haproxy socat >/dev/null
+echo "install-deps.sh: build, test and bench dependencies are installed"
