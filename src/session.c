@@ -35,8 +35,15 @@
 #include "kaproxy/sockopt.h"
 #include "kaproxy/worker.h"
 
-/* The most one splice moves: a default pipe's capacity. */
-#define SPLICE_CHUNK (64 * 1024)
+/* The most one splice moves: a pipe's capacity. */
+#define SPLICE_CHUNK WORKER_PIPE_SIZE
+
+/*
+ * Reads one direction may do per event before yielding to other sessions.
+ * Edge-triggered events do not fire again for bytes already waiting, so a
+ * direction that yields re-activates its own event.
+ */
+#define PUMP_BUDGET 16
 
 /* How long a teardown = fin waits for the live peer to take its bytes and close. */
 #define FIN_LINGER_MS 10000
@@ -195,6 +202,7 @@ pump(struct leg *src, struct leg *dst)
 	struct session *s = src->session;
 	struct worker *w = s->pl->worker;
 	struct listener_stats *st = s->pl->stats;
+	unsigned budget = PUMP_BUDGET;
 	ssize_t n;
 
 	for (;;) {
@@ -215,6 +223,10 @@ pump(struct leg *src, struct leg *dst)
 				if (shutdown(dst->fd, SHUT_WR) == -1 && errno != ENOTCONN)
 					return leg_failed(dst, errno);
 			}
+			return 0;
+		}
+		if (budget-- == 0) {
+			event_active(&src->ev, EV_READ, 0);
 			return 0;
 		}
 		if (src->pipe[0] < 0 && worker_pipe_get(w, src->pipe) == -1) {

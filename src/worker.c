@@ -73,6 +73,13 @@ worker_pipe_get(struct worker *w, int fds[2])
 	}
 	if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) == -1)
 		return -1;
+	/*
+	 * A larger pipe moves more per splice (fewer syscalls per GB).  Its
+	 * pages are only used while bytes sit in it; failing to grow it (an
+	 * unprivileged pipe-max-size) just leaves the default.
+	 */
+	if (fcntl(fds[0], F_SETPIPE_SZ, WORKER_PIPE_SIZE) == -1 && errno != EPERM)
+		log_warn("fcntl F_SETPIPE_SZ %d", WORKER_PIPE_SIZE);
 	return 0;
 }
 

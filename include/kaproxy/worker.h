@@ -18,6 +18,11 @@
 /* Pipes kept for reuse; a pipe is held by a direction only while bytes are in it. */
 #define WORKER_PIPE_POOL 64
 
+/* Bytes a pipe may hold: the most one splice moves, and the per-direction buffer bound. */
+#ifndef WORKER_PIPE_SIZE
+#define WORKER_PIPE_SIZE (64 * 1024)
+#endif
+
 struct session;
 struct proxy_listener;
 
