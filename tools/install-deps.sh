@@ -12,5 +12,5 @@ apt-get install -y -qq --no-install-recommends \
 	build-essential cmake pkg-config \
 	libevent-dev libinih-dev libcmocka-dev \
 	python3 iproute2 iptables conntrack tshark procps psmisc curl \
-	valgrind haproxy socat >/dev/null
+	valgrind haproxy socat iperf3 prometheus >/dev/null
 echo "install-deps.sh: build, test and bench dependencies are installed"
