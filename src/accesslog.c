@@ -67,6 +67,12 @@ accesslog_reopen(void)
 	return 0;
 }
 
+int
+accesslog_enabled(void)
+{
+	return log_fd >= 0;
+}
+
 void
 accesslog_close(void)
 {

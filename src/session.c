@@ -323,32 +323,36 @@ running_event(struct leg *leg, short what)
 }
 
 static void
-session_running(struct session *s)
+session_running(struct session *s, short what)
 {
 	struct worker *w = s->pl->worker;
 	const struct listener_config *lc = s->pl->cfg;
 	struct timeval idle;
-	short flags = EV_READ | EV_WRITE | EV_ET | EV_PERSIST;
 
 	s->state = STATE_RUNNING;
 	s->last_active_ms = now_ms(w);
 	stats_observe(&s->pl->stats->connect_seconds, stats_connect_bounds,
 	    STATS_CONNECT_BUCKETS, (double)(s->last_active_ms - s->start_ms) / 1000.0);
 
-	event_del(&s->upstream.ev);
-	event_assign(&s->upstream.ev, w->base, s->upstream.fd, flags, leg_event, &s->upstream);
-	event_assign(&s->client.ev, w->base, s->client.fd, flags, leg_event, &s->client);
 	/*
-	 * Registered once, edge-triggered: no epoll_ctl per event.  A pending
-	 * readiness (client bytes sent while we connected) is reported on add.
+	 * The upstream event was registered edge-triggered for the connect and
+	 * stays as it is: only its connect timeout goes.  Each event is
+	 * registered once for the session's life: no epoll_ctl per event.  A
+	 * readiness pending on the client (bytes sent while we connected) is
+	 * reported when its event is added.
 	 */
-	event_add(&s->upstream.ev, NULL);
+	event_remove_timer(&s->upstream.ev);
+	event_assign(&s->client.ev, w->base, s->client.fd, EV_READ | EV_WRITE | EV_ET | EV_PERSIST,
+	    leg_event, &s->client);
 	if (lc->idle_timeout_ms > 0) {
 		idle = ms_to_tv(lc->idle_timeout_ms);
 		event_add(&s->client.ev, &idle);
 	} else {
 		event_add(&s->client.ev, NULL);
 	}
+	/* The edge that reported the connect may also have said "readable" (a banner). */
+	if (what & EV_READ)
+		running_event(&s->upstream, EV_READ);
 }
 
 static void
@@ -363,7 +367,7 @@ connecting_event(struct session *s, short what)
 		if (getsockopt(s->upstream.fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
 			err = errno;
 		if (err == 0) {
-			session_running(s);
+			session_running(s, what);
 			return;
 		}
 		s->err = err;
@@ -464,7 +468,8 @@ upstream_connect_next(struct session *s)
 		if (connect(fd, (const struct sockaddr *)&ep->addr, ep->len) == 0 ||
 		    errno == EINPROGRESS) {
 			s->upstream.fd = fd;
-			event_assign(&s->upstream.ev, w->base, fd, EV_WRITE, leg_event, &s->upstream);
+			event_assign(&s->upstream.ev, w->base, fd,
+			    EV_READ | EV_WRITE | EV_ET | EV_PERSIST, leg_event, &s->upstream);
 			event_add(&s->upstream.ev, &tv);
 			return;
 		}
@@ -557,7 +562,7 @@ session_close(struct session *s, enum close_reason reason, struct leg *dead, int
 {
 	struct listener_stats *st = s->pl->stats;
 	struct tcp_snapshot client_tcp, upstream_tcp;
-	int have_client, have_upstream;
+	int have_client, have_upstream, logging;
 	enum teardown_action teardown = TEARDOWN_DONE_NONE;
 	int fin_mode = s->pl->cfg->teardown == TEARDOWN_FIN;
 	struct leg *live = NULL;
@@ -569,8 +574,12 @@ session_close(struct session *s, enum close_reason reason, struct leg *dead, int
 	s->reason = (uint8_t)reason;
 	if (err != 0)
 		s->err = err;
-	have_client = sockopt_tcp_snapshot(s->client.fd, &client_tcp) == 0;
-	have_upstream = sockopt_tcp_snapshot(s->upstream.fd, &upstream_tcp) == 0;
+	/* TCP_INFO costs a syscall per leg: read it for the log, or to time a death. */
+	logging = accesslog_enabled();
+	have_client = (logging || (dead == &s->client && reason_is_timeout(reason))) &&
+	    sockopt_tcp_snapshot(s->client.fd, &client_tcp) == 0;
+	have_upstream = (logging || (dead == &s->upstream && reason_is_timeout(reason))) &&
+	    sockopt_tcp_snapshot(s->upstream.fd, &upstream_tcp) == 0;
 	if (reason_is_timeout(reason) && dead != NULL) {
 		const struct tcp_snapshot *snap = dead == &s->client ? &client_tcp : &upstream_tcp;
 
@@ -613,7 +622,9 @@ session_close(struct session *s, enum close_reason reason, struct leg *dead, int
 		}
 	}
 
-	session_log(s, teardown, have_client, &client_tcp, have_upstream, &upstream_tcp, detect);
+	if (logging)
+		session_log(s, teardown, have_client, &client_tcp, have_upstream, &upstream_tcp,
+		    detect);
 	st->closed[reason]++;
 	if (log_debug_enabled())
 		log_debug("session %llu: closed: %s%s%s, teardown %s", (unsigned long long)s->id,

@@ -78,7 +78,8 @@ worker_pipe_get(struct worker *w, int fds[2])
 	 * pages are only used while bytes sit in it; failing to grow it (an
 	 * unprivileged pipe-max-size) just leaves the default.
 	 */
-	if (fcntl(fds[0], F_SETPIPE_SZ, WORKER_PIPE_SIZE) == -1 && errno != EPERM)
+	if (WORKER_PIPE_SIZE != 65536 &&
+	    fcntl(fds[0], F_SETPIPE_SZ, WORKER_PIPE_SIZE) == -1 && errno != EPERM)
 		log_warn("fcntl F_SETPIPE_SZ %d", WORKER_PIPE_SIZE);
 	return 0;
 }

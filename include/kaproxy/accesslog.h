@@ -41,6 +41,9 @@ int accesslog_open(const char *path);
 /* Reopen the file (SIGUSR1, after rotation); returns 0 or -1 (logged). */
 int accesslog_reopen(void);
 
+/* True when lines are being written (access_log is not off). */
+int accesslog_enabled(void);
+
 /* Close the log. */
 void accesslog_close(void);
 
