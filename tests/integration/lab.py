@@ -1,0 +1,858 @@
+"""
+lab: a three-namespace network for running kaproxy against real peers.
+
+    client ns                 proxy ns                    server ns
+    10.77.1.2 <--veth--> 10.77.1.1 | 10.77.2.1 <--veth--> 10.77.2.2
+
+The proxy namespace does not forward, so the only way from client to server
+is through the proxy under test.  Every name carries this process's PID, so
+parallel or leftover runs never collide; namespaces left by runs whose PID is
+gone are removed at start-up.  Everything this module creates is torn down on
+any exit (normal, exception, SIGINT/SIGTERM/SIGHUP; atexit as a backstop), and
+children get PR_SET_PDEATHSIG so even a SIGKILLed harness leaves no process.
+Only PIDs started here are ever signalled.
+
+A scenario script looks like:
+
+    import lab
+    def main(t):                      # t is a lab.Lab, already built
+        px = t.start_kaproxy({"t": {...}})
+        ...
+        t.check(cond, "what went wrong")
+    lab.run(main, __doc__)
+
+Exit codes: 0 pass, 1 fail, 77 skipped (not root, or `ip netns` unusable).
+"""
+
+import argparse
+import atexit
+import ctypes
+import datetime
+import json
+import os
+import queue
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PEER = os.path.join(HERE, "peer.py")
+SKIP = 77
+
+NS_PREFIX = "kpx-"
+ROLES = ("client", "proxy", "server")
+# (role, address/prefix, gateway) of the interface each end namespace gets,
+# and the proxy's address on that link.
+CLIENT_IP, PROXY_CLIENT_IP = "10.77.1.2", "10.77.1.1"
+SERVER_IP, PROXY_SERVER_IP = "10.77.2.2", "10.77.2.1"
+LINKS = {
+    "client": (CLIENT_IP, PROXY_CLIENT_IP),
+    "server": (SERVER_IP, PROXY_SERVER_IP),
+}
+
+
+class Failure(Exception):
+    """A scenario assertion failed (not a harness error)."""
+
+
+class Skip(Exception):
+    """The environment cannot run the scenario."""
+
+
+def log(msg):
+    print("[%7.3f] %s" % (time.monotonic() - _T0, msg), flush=True)
+
+
+_T0 = time.monotonic()
+
+
+def wait_until(cond, timeout, what, interval=0.02):
+    """Poll cond() until it returns a true value or timeout seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise Failure("timed out after %.1fs waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
+def sh(argv, check=True, timeout=20):
+    """Run a short command to completion; return CompletedProcess."""
+    r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                       text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise RuntimeError("%s: exit %d: %s" % (" ".join(argv), r.returncode,
+                                                 (r.stderr or r.stdout).strip()))
+    return r
+
+
+# --- children die with us -------------------------------------------------
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_prctl = _libc.prctl
+_PR_SET_PDEATHSIG = 1
+
+
+def _child_setup():
+    # Runs between fork and exec: no allocation, one pre-resolved call.
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+# --- /proc/PID/net/tcp: sockets seen from a process's own namespace --------
+
+TCP_STATES = {"01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV",
+              "04": "FIN_WAIT1", "05": "FIN_WAIT2", "06": "TIME_WAIT",
+              "07": "CLOSE", "08": "CLOSE_WAIT", "09": "LAST_ACK",
+              "0A": "LISTEN", "0B": "CLOSING"}
+
+
+def _hexaddr(text):
+    ip, port = text.split(":")
+    if len(ip) == 8:
+        addr = socket.inet_ntop(socket.AF_INET, bytes.fromhex(ip)[::-1])
+    else:
+        raw = b"".join(bytes.fromhex(ip[i:i + 8])[::-1] for i in range(0, 32, 8))
+        addr = socket.inet_ntop(socket.AF_INET6, raw)
+        if addr.startswith("::ffff:"):
+            addr = addr[7:]
+    return "%s:%d" % (addr, int(port, 16))
+
+
+def proc_tcp(pid):
+    """TCP sockets in pid's network namespace: list of dicts."""
+    out = []
+    for name in ("tcp", "tcp6"):
+        try:
+            with open("/proc/%d/net/%s" % (pid, name)) as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            col = line.split()
+            out.append({"local": _hexaddr(col[1]), "remote": _hexaddr(col[2]),
+                        "state": TCP_STATES.get(col[3], col[3]),
+                        "inode": int(col[9])})
+    return out
+
+
+def proc_socket_fds(pid):
+    """{socket inode: fd number} of pid's open file descriptors."""
+    fds = {}
+    base = "/proc/%d/fd" % pid
+    for fd in os.listdir(base):
+        try:
+            target = os.readlink(os.path.join(base, fd))
+        except OSError:
+            continue
+        m = re.match(r"socket:\[(\d+)\]", target)
+        if m:
+            fds[int(m.group(1))] = int(fd)
+    return fds
+
+
+_SYS_pidfd_open, _SYS_pidfd_getfd = 434, 438
+
+
+def steal_fd(pid, fd):
+    """A duplicate of pid's descriptor fd in this process (pidfd_getfd)."""
+    pidfd = _libc.syscall(_SYS_pidfd_open, pid, 0)
+    if pidfd < 0:
+        raise OSError(ctypes.get_errno(), "pidfd_open(%d)" % pid)
+    try:
+        dup = _libc.syscall(_SYS_pidfd_getfd, pidfd, fd, 0)
+        if dup < 0:
+            raise OSError(ctypes.get_errno(), "pidfd_getfd(%d, %d)" % (pid, fd))
+        return dup
+    finally:
+        os.close(pidfd)
+
+
+# --- processes -------------------------------------------------------------
+
+class Proc:
+    """A process started in a namespace; output goes to files in the lab dir."""
+
+    def __init__(self, lab, ns, argv, name, stdin=False, stdout_pipe=False):
+        self.lab, self.ns, self.argv, self.name = lab, ns, argv, name
+        self.out_path = os.path.join(lab.dir, name + ".out")
+        self.err_path = os.path.join(lab.dir, name + ".err")
+        self._out = None if stdout_pipe else open(self.out_path, "wb")
+        self._err = open(self.err_path, "wb")
+        self.popen = subprocess.Popen(
+            ["ip", "netns", "exec", ns] + argv,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE if stdout_pipe else self._out,
+            stderr=self._err, preexec_fn=_child_setup, start_new_session=True)
+        self.pid = self.popen.pid  # ip netns exec execs: this is the program
+        lab._procs.append(self)
+        log("started %s pid %d in %s: %s" % (name, self.pid, ns, " ".join(argv)))
+
+    def alive(self):
+        return self.popen.poll() is None
+
+    def kill9(self):
+        """SIGKILL this process (only ever a PID this lab started) and reap it."""
+        if self.alive():
+            os.kill(self.pid, signal.SIGKILL)
+        self.popen.wait(timeout=10)
+        log("killed -9 %s pid %d" % (self.name, self.pid))
+
+    def stop(self, sig=signal.SIGTERM, timeout=5.0):
+        """Signal, wait up to timeout, then SIGKILL.  Returns the exit status."""
+        if self.alive():
+            try:
+                os.kill(self.pid, sig)
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                log("%s pid %d ignored signal %d for %.1fs, SIGKILL"
+                    % (self.name, self.pid, sig, timeout))
+                os.kill(self.pid, signal.SIGKILL)
+                self.popen.wait(timeout=10)
+            except ProcessLookupError:
+                pass
+        return self.popen.wait(timeout=10)
+
+    def stderr_text(self, tail=4000):
+        try:
+            with open(self.err_path, "rb") as f:
+                data = f.read()
+        except OSError:
+            return ""
+        return data[-tail:].decode("utf-8", "replace")
+
+    def _close_files(self):
+        for f in (self._out, self._err):
+            if f:
+                f.close()
+
+
+class Reply:
+    """One peer answer: 'STATUS key=value ...'."""
+
+    def __init__(self, line):
+        self.raw = line
+        parts = line.split()
+        self.status = parts[0] if parts else ""
+        self.fields = {}
+        for p in parts[1:]:
+            k, _, v = p.partition("=")
+            self.fields[k] = v
+
+    def __getitem__(self, k):
+        return self.fields[k]
+
+    def get(self, k, default=None):
+        return self.fields.get(k, default)
+
+    def __repr__(self):
+        return self.raw
+
+
+class Peer(Proc):
+    """peer.py in a namespace, driven line by line (see peer.py for commands)."""
+
+    def __init__(self, lab, role, argv, name):
+        super().__init__(lab, lab.ns[role], [sys.executable, "-u", PEER] + argv,
+                         name, stdin=True, stdout_pipe=True)
+        self.role = role
+        self._lines = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self._pending = 0
+
+    def _read(self):
+        for raw in self.popen.stdout:
+            self._lines.put(raw.decode("utf-8", "replace").rstrip("\n"))
+        self._lines.put(None)
+
+    def reply(self, timeout):
+        """The next answer line, waiting at most timeout seconds."""
+        try:
+            line = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            raise Failure("%s: no answer within %.1fs" % (self.name, timeout))
+        if line is None:
+            raise Failure("%s exited (status %s): %s" % (
+                self.name, self.popen.poll(), self.stderr_text().strip()))
+        self._pending -= 1
+        r = Reply(line)
+        log("%s <- %s" % (self.name, line))
+        return r
+
+    def submit(self, line):
+        """Send a command without waiting for its answer (see reply())."""
+        log("%s -> %s" % (self.name, line))
+        try:
+            self.popen.stdin.write((line + "\n").encode())
+            self.popen.stdin.flush()
+        except BrokenPipeError:
+            raise Failure("%s is gone: %s" % (self.name, self.stderr_text().strip()))
+        self._pending += 1
+
+    def cmd(self, line, timeout=15.0):
+        """Send a command and return its answer."""
+        self.submit(line)
+        return self.reply(timeout)
+
+    def ok(self, line, timeout=15.0):
+        """cmd() that must answer OK."""
+        r = self.cmd(line, timeout)
+        if r.status != "OK":
+            raise Failure("%s: %r answered %r" % (self.name, line, r.raw))
+        return r
+
+
+# --- access log ------------------------------------------------------------
+
+def parse_ts(ts):
+    """Access-log ts ('2026-11-24T12:00:00.123Z') -> POSIX seconds."""
+    s = ts.rstrip("Z")
+    if s.endswith("+00:00"):
+        s = s[:-6]
+    dt = datetime.datetime.fromisoformat(s)
+    return dt.replace(tzinfo=datetime.timezone.utc).timestamp()
+
+
+class AccessLog:
+    """Reads kaproxy's JSON-lines access log as it grows."""
+
+    def __init__(self, path):
+        self.path = path
+        self._pos = 0
+        self._partial = b""
+        self.records = []   # every parsed record, with "_seen" (time.time())
+        self.bad = []       # lines that were not a JSON object
+
+    def poll(self):
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self._pos)
+                data = f.read()
+                self._pos = f.tell()
+        except FileNotFoundError:
+            return
+        now = time.time()
+        data = self._partial + data
+        *lines, self._partial = data.split(b"\n")
+        for raw in lines:
+            if not raw.strip():
+                continue
+            try:
+                rec = json.loads(raw)
+                if not isinstance(rec, dict):
+                    raise ValueError("not an object")
+            except ValueError as e:
+                self.bad.append((raw, str(e)))
+                log("access log: unparsable line %r (%s)" % (raw, e))
+                continue
+            rec["_seen"] = now
+            self.records.append(rec)
+            log("access log: %s" % raw.decode("utf-8", "replace"))
+
+    def wait(self, pred=lambda r: True, timeout=10.0, what="an access-log line"):
+        """First record (old or new) matching pred, waiting up to timeout."""
+        def find():
+            self.poll()
+            for r in self.records:
+                if pred(r):
+                    return r
+            return None
+        return wait_until(find, timeout, what)
+
+
+# --- optional packet capture ---------------------------------------------
+
+MARKER = b"kaproxy-lab-capture-marker"
+
+
+class Capture:
+    """dumpcap in a namespace writing a pcap; text() decodes it afterwards.
+
+    dumpcap reports "File:" once its packet socket is live.  Packets still
+    in the kernel ring are lost if it is stopped at once, so stop() first
+    sends UDP markers to 127.0.0.1:9 (part of the filter) until one is in
+    the file: everything captured before it has been written too."""
+
+    def __init__(self, lab, role, bpf, iface="any"):
+        self.lab, self.role = lab, role
+        self.pcap = os.path.join(lab.dir, "capture-%d.pcap" % len(lab._procs))
+        self.filter = "(%s) or (udp dst port 9 and dst host 127.0.0.1)" % bpf
+        self.proc = Proc(lab, lab.ns[role],
+                         ["dumpcap", "-n", "-q", "-i", iface, "-f", self.filter,
+                          "-w", self.pcap], "dumpcap-%s" % role)
+        wait_until(lambda: "File:" in self.proc.stderr_text()
+                   or not self.proc.alive(), 15, "dumpcap to start capturing")
+        if not self.proc.alive():
+            raise RuntimeError("dumpcap failed: " + self.proc.stderr_text())
+
+    def _flushed(self):
+        try:
+            with open(self.pcap, "rb") as f:
+                return MARKER in f.read()
+        except OSError:
+            return False
+
+    def stop(self):
+        if not self.proc.alive():
+            return
+        marker = Proc(self.lab, self.lab.ns[self.role], [sys.executable, "-c",
+                      "import socket, time\n"
+                      "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                      "for _ in range(500):\n"
+                      "    s.sendto(%r, ('127.0.0.1', 9)); time.sleep(0.02)\n" % MARKER],
+                      "capture-marker")
+        try:
+            wait_until(self._flushed, 10, "the capture to be written out")
+        finally:
+            marker.stop(signal.SIGKILL)
+            self.proc.stop(signal.SIGINT, timeout=5)
+
+    def text(self, display_filter=None):
+        """tshark's one-line summaries (absolute times), markers left out."""
+        self.stop()
+        shown = "not (udp.dstport == 9 and ip.dst == 127.0.0.1)"
+        if display_filter:
+            shown = "(%s) and %s" % (display_filter, shown)
+        return sh(["tshark", "-n", "-r", self.pcap, "-t", "ad", "-Y", shown],
+                  check=False).stdout
+
+
+# --- the lab -----------------------------------------------------------------
+
+def fmt_duration(v):
+    """INI duration from seconds (number) or a ready string."""
+    if isinstance(v, str):
+        return v
+    if float(v).is_integer():
+        return "%ds" % v
+    return "%dms" % round(v * 1000)
+
+
+class Kaproxy(Proc):
+    """A running kaproxy with its INI file and access log."""
+
+    def __init__(self, lab, binary, ini_text, name="kaproxy"):
+        self.ini_path = os.path.join(lab.dir, name + ".ini")
+        with open(self.ini_path, "w") as f:
+            f.write(ini_text)
+        log("%s config:\n%s" % (name, ini_text.rstrip()))
+        super().__init__(lab, lab.ns["proxy"], [binary, "-c", self.ini_path], name)
+
+
+def listener(listen="%s:7000" % PROXY_CLIENT_IP, upstream="%s:7001" % SERVER_IP,
+             client=(1, 1, 2), upstream_policy=(1, 1, 2), **keys):
+    """Keys of one [listener] section.  client/upstream_policy are
+    (keepalive idle s, interval s, count); extra keys are copied verbatim."""
+    d = {"listen": listen, "upstream": upstream, "connect_timeout": "2s"}
+    for side, (idle, intvl, cnt) in (("client", client), ("upstream", upstream_policy)):
+        d["%s_keepalive" % side] = "on"
+        d["%s_keepalive_idle" % side] = fmt_duration(idle)
+        d["%s_keepalive_interval" % side] = fmt_duration(intvl)
+        d["%s_keepalive_count" % side] = str(cnt)
+    d.update(keys)
+    return d
+
+
+def worst_case_s(policy):
+    """Dead-peer bound of an idle leg: idle + interval * count."""
+    idle, intvl, cnt = policy
+    return idle + intvl * cnt
+
+
+class Lab:
+    def __init__(self, args):
+        self.args = args
+        self.kaproxy_bin = getattr(args, "kaproxy", None)
+        self.pid = os.getpid()
+        self.ns = {r: "%s%s-%d" % (NS_PREFIX, r[0], self.pid) for r in ROLES}
+        # veth names (<=15 chars): kx<role><side><pid>
+        self.veth = {
+            "client": ("kxcc%d" % self.pid, "kxpc%d" % self.pid),
+            "server": ("kxss%d" % self.pid, "kxps%d" % self.pid),
+        }
+        self.dir = tempfile.mkdtemp(prefix="kaproxy-lab-%d-" % self.pid)
+        self._procs = []
+        self._created = []
+        self._closed = False
+        self._nft_rules = {}
+        self.access_log = AccessLog(os.path.join(self.dir, "access.log"))
+        self.kaproxy = None
+        self.failed = False
+
+    # -- set-up ----------------------------------------------------------------
+
+    def build(self):
+        reap_stale_namespaces()
+        for role in ROLES:
+            self._add_ns(role)
+        for role in ("client", "server"):
+            self._link(role)
+        log("lab up: %s (dir %s)" % (", ".join(self.ns[r] for r in ROLES), self.dir))
+
+    def _add_ns(self, role):
+        ns = self.ns[role]
+        sh(["ip", "netns", "add", ns])
+        self._created.append(ns)
+        sh(["ip", "-n", ns, "link", "set", "lo", "up"])
+
+    def _link(self, role):
+        """veth between role's namespace and the proxy's, addresses, routes."""
+        end, proxy_end = self.veth[role]
+        ip, proxy_ip = LINKS[role]
+        ns, pns = self.ns[role], self.ns["proxy"]
+        sh(["ip", "link", "add", end, "netns", ns, "type", "veth",
+            "peer", "name", proxy_end, "netns", pns])
+        sh(["ip", "-n", ns, "addr", "add", ip + "/24", "dev", end])
+        sh(["ip", "-n", pns, "addr", "add", proxy_ip + "/24", "dev", proxy_end])
+        sh(["ip", "-n", ns, "link", "set", end, "up"])
+        sh(["ip", "-n", pns, "link", "set", proxy_end, "up"])
+        sh(["ip", "-n", ns, "route", "add", "default", "via", proxy_ip])
+        # Addresses are usable at once (no DAD for IPv4); wait for carrier.
+        for n, dev in ((ns, end), (pns, proxy_end)):
+            wait_until(lambda: "LOWER_UP" in sh(["ip", "-n", n, "link", "show", dev]).stdout,
+                       5, "%s up in %s" % (dev, n))
+
+    # -- processes -----------------------------------------------------------------
+
+    def run(self, role, argv, check=True, timeout=20):
+        """Run a command to completion in role's namespace."""
+        return sh(["ip", "netns", "exec", self.ns[role]] + argv, check, timeout)
+
+    def spawn(self, role, argv, name):
+        """Start a long-running command in role's namespace."""
+        return Proc(self, self.ns[role], argv, name)
+
+    def peer(self, role, name, listen=None, backlog=16):
+        """peer.py in role's namespace: a server when listen ('ip:port') is
+        given (accept with 'accept'), else a client ('connect IP:PORT')."""
+        argv = ["--listen", listen, "--backlog", str(backlog)] if listen else []
+        p = Peer(self, role, argv, name)
+        r = p.reply(10)
+        if r.status != "READY":
+            raise Failure("%s did not start: %r" % (name, r.raw))
+        return p
+
+    def server(self, listen="%s:7001" % SERVER_IP, name="server", backlog=16):
+        """A listening peer in the server namespace."""
+        return self.peer("server", name, listen, backlog)
+
+    def client(self, name="client"):
+        """A peer in the client namespace."""
+        return self.peer("client", name)
+
+    def pair(self, server, target="%s:7000" % PROXY_CLIENT_IP, name="client"):
+        """A client connected through the proxy and the server's accepted side."""
+        c = self.client(name)
+        c.ok("connect %s 5" % target)
+        c.server_conn = int(server.ok("accept 5")["conn"])  # for the server's "use N"
+        return c
+
+    def exchange(self, cli, srv, n=1000):
+        """n bytes client -> server, then n bytes server -> client."""
+        cli.ok("send %d" % n)
+        srv.ok("expect %d" % n)
+        srv.ok("send %d" % n)
+        cli.ok("expect %d" % n)
+
+    def close_of(self, listener_name, watcher, timeout):
+        """While watcher (a peer) waits for its connection to end, wait for
+        the access-log line of listener_name.  Returns (record, the
+        watcher's wait_close answer)."""
+        watcher.submit("wait_close %d" % timeout)
+        rec = self.access_log.wait(lambda r: r.get("listener") == listener_name, timeout,
+                                   "the access-log line of %s" % listener_name)
+        return rec, watcher.reply(timeout + 5)
+
+    # -- kaproxy -------------------------------------------------------------------
+
+    def kaproxy_ini(self, listeners, global_keys=None):
+        g = {"log_level": "debug", "access_log": self.access_log.path,
+             "admin_listen": "off", "workers": "1", "shutdown_timeout": "1s"}
+        g.update(global_keys or {})
+        out = ["[global]"] + ["%s = %s" % kv for kv in g.items()] + [""]
+        for name, keys in listeners.items():
+            out.append("[listener %s]" % name)
+            for k, v in keys.items():
+                if k.endswith(("_idle", "_interval", "_timeout")) and not isinstance(v, str):
+                    v = fmt_duration(v)
+                out.append("%s = %s" % (k, v))
+            out.append("")
+        return "\n".join(out)
+
+    def start_kaproxy(self, listeners, global_keys=None, wait=15.0):
+        """Write an INI for listeners ({name: {key: value}}), start kaproxy in the
+        proxy namespace and wait until every listen address is in LISTEN."""
+        if not self.kaproxy_bin:
+            raise RuntimeError("no --kaproxy binary given")
+        ini = self.kaproxy_ini(listeners, global_keys)
+        px = Kaproxy(self, self.kaproxy_bin, ini)
+        self.kaproxy = px
+        wanted = {keys["listen"] for keys in listeners.values()}
+        self.wait_listening(px, wanted, wait)
+        return px
+
+    def wait_listening(self, proc, addrs, timeout=15.0):
+        """Wait until proc has a LISTEN socket on each 'ip:port' in addrs.
+
+        Looks at /proc/PID/net/tcp instead of connecting, so readiness
+        probes never become proxied connections in the access log."""
+        addrs = set(addrs)
+
+        def ready():
+            if not proc.alive():
+                raise Failure("%s exited with status %s before listening:\n%s" % (
+                    proc.name, proc.popen.returncode, proc.stderr_text()))
+            inodes = set(proc_socket_fds(proc.pid))
+            have = {s["local"] for s in proc_tcp(proc.pid)
+                    if s["state"] == "LISTEN" and s["inode"] in inodes}
+            return addrs <= have
+        wait_until(ready, timeout, "%s to listen on %s" % (proc.name, ", ".join(sorted(addrs))))
+        log("%s listening on %s" % (proc.name, ", ".join(sorted(addrs))))
+
+    def proxy_sockets(self, proc=None):
+        """kaproxy's own TCP sockets: list of dicts with 'fd' added."""
+        proc = proc or self.kaproxy
+        fds = proc_socket_fds(proc.pid)
+        return [dict(s, fd=fds[s["inode"]]) for s in proc_tcp(proc.pid)
+                if s["inode"] in fds]
+
+    # -- faults ----------------------------------------------------------------------
+
+    def drop_all(self, role):
+        """Silence role's namespace: DROP every IPv4 packet in and out (like a
+        powered-off host or a broken path: no RST, no ICMP).  Returns the
+        wall-clock time at which the rules were in place."""
+        ns = self.ns[role]
+        for chain in ("INPUT", "OUTPUT"):
+            self.run(role, ["iptables", "-w", "5", "-I", chain, "1", "-j", "DROP"])
+        t = time.time()
+        log("%s is silent (iptables DROP in and out)" % ns)
+        return t
+
+    def undrop(self, role):
+        for chain in ("INPUT", "OUTPUT"):
+            self.run(role, ["iptables", "-w", "5", "-D", chain, "-j", "DROP"], check=False)
+        log("%s talks again" % self.ns[role])
+
+    def reboot(self, role):
+        """Reboot role's host: it loses every TCP state and comes back with the
+        same address.  Nothing the dying stack would send (FIN, RST) escapes:
+        the namespace is silenced first, our processes in it are killed -9,
+        the link is deleted, then namespace and link are created afresh."""
+        if role == "proxy":
+            raise ValueError("reboot the client or the server, not the proxy")
+        ns = self.ns[role]
+        self.drop_all(role)
+        for p in self._procs:
+            if p.ns == ns and p.alive():
+                p.kill9()
+        end, proxy_end = self.veth[role]
+        # Deleting the proxy's end removes the pair at once, even if the old
+        # namespace lingers for a while because of orphaned sockets.
+        sh(["ip", "-n", self.ns["proxy"], "link", "del", proxy_end])
+        sh(["ip", "netns", "del", ns])
+        self._created.remove(ns)
+        self._add_ns(role)
+        self._link(role)
+        log("%s rebooted (fresh namespace, same address %s)" % (ns, LINKS[role][0]))
+
+    def capture(self, bpf, role="proxy"):
+        """Start dumpcap in role's namespace with capture filter bpf, or None
+        when tshark is not installed."""
+        if not (shutil.which("tshark") and shutil.which("dumpcap")):
+            log("tshark/dumpcap not installed: no capture")
+            return None
+        return Capture(self, role, bpf)
+
+    # -- assertions --------------------------------------------------------------
+
+    def check(self, cond, msg):
+        if cond:
+            log("ok: " + msg)
+        else:
+            raise Failure(msg)
+
+    def check_within(self, what, measured_s, bound_s, slack_s, lower_s=None):
+        """Print a measured time next to its bound; fail above bound+slack
+        (or below lower_s when given)."""
+        line = "%s: measured %.2fs, configured bound %.2fs (+%.2fs slack)" % (
+            what, measured_s, bound_s, slack_s)
+        log(line)
+        print("MEASURE " + line, flush=True)
+        if measured_s > bound_s + slack_s:
+            raise Failure(line + ": too slow")
+        if lower_s is not None and measured_s < lower_s:
+            raise Failure(line + ": earlier than the %.2fs the policy allows" % lower_s)
+
+    # -- tear-down -------------------------------------------------------------------
+
+    def close(self):
+        """Kill what we started, delete what we created.  Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        # A second Ctrl-C or a SIGTERM must not cut the clean-up short.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        for p in reversed(self._procs):
+            try:
+                if p.alive():
+                    if isinstance(p, Kaproxy):
+                        st = p.stop(signal.SIGTERM, timeout=3)
+                        log("%s exited with status %s after SIGTERM" % (p.name, st))
+                    else:
+                        p.stop(signal.SIGKILL, timeout=3)
+            except Exception as e:
+                log("cleanup: %s pid %d: %s" % (p.name, p.pid, e))
+            p._close_files()
+        for ns in reversed(self._created):
+            sh(["ip", "netns", "del", ns], check=False)
+        self._created = []
+        if self.failed or os.environ.get("KAPROXY_LAB_KEEP"):
+            log("lab files kept in %s" % self.dir)
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def dump(self):
+        """Print what helps diagnose a failure."""
+        self.access_log.poll()
+        print("---- access log (%s)" % self.access_log.path)
+        for r in self.access_log.records:
+            print(json.dumps({k: v for k, v in r.items() if k != "_seen"}))
+        for p in self._procs:
+            err = p.stderr_text(3000).strip()
+            if err and isinstance(p, Kaproxy):
+                print("---- %s stderr (tail)\n%s" % (p.name, err))
+            elif err:
+                print("---- %s stderr\n%s" % (p.name, err))
+        sys.stdout.flush()
+
+
+def reap_stale_namespaces():
+    """Delete kpx-* namespaces whose owning PID no longer exists."""
+    r = sh(["ip", "netns", "list"], check=False)
+    for line in r.stdout.splitlines():
+        name = line.split()[0] if line.split() else ""
+        m = re.match(r"^%s[cps]-(\d+)$" % NS_PREFIX, name)
+        if m and not os.path.exists("/proc/%s" % m.group(1)):
+            log("removing stale namespace %s" % name)
+            sh(["ip", "netns", "del", name], check=False)
+
+
+def preflight():
+    """Raise Skip unless we are root and ip netns works here."""
+    if os.geteuid() != 0:
+        raise Skip("needs root (network namespaces, iptables)")
+    if not shutil.which("ip"):
+        raise Skip("iproute2 `ip` not found")
+    probe = "%sprobe-%d" % (NS_PREFIX, os.getpid())
+    try:
+        r = sh(["ip", "netns", "add", probe], check=False)
+        if r.returncode != 0:
+            raise Skip("`ip netns add` unusable: " + r.stderr.strip())
+        r = sh(["ip", "netns", "exec", probe, "true"], check=False)
+        if r.returncode != 0:
+            raise Skip("`ip netns exec` unusable: " + r.stderr.strip())
+    finally:
+        sh(["ip", "netns", "del", probe], check=False)
+
+
+_current = None
+
+
+def _on_signal(signum, frame):
+    # Turn the signal into an exception so every finally block runs.
+    signal.signal(signum, signal.SIG_IGN)
+    raise SystemExit(128 + signum)
+
+
+def _atexit():
+    if _current is not None:
+        _current.close()
+
+
+def parse_args(extra=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--kaproxy", help="path to the kaproxy binary")
+    ap.add_argument("--capture", action="store_true",
+                    help="capture the proxy namespace with tshark and print it")
+    if extra:
+        extra(ap)
+    return ap.parse_args()
+
+
+def run(main, doc, extra_args=None, need_kaproxy=True):
+    """Entry point of a scenario: build a lab, run main(lab), report, exit."""
+    global _current
+    args = parse_args(extra_args)
+    name = os.path.basename(sys.argv[0])
+    goal = (doc or "").strip().splitlines()[0] if doc else name
+    print("==== %s: %s" % (name, goal), flush=True)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
+    atexit.register(_atexit)
+    try:
+        preflight()
+    except Skip as e:
+        print("SKIP %s: %s" % (name, e), flush=True)
+        sys.exit(SKIP)
+    if need_kaproxy:
+        if not args.kaproxy or not os.access(args.kaproxy, os.X_OK):
+            print("FAIL %s: kaproxy binary %r not found or not executable"
+                  % (name, args.kaproxy), flush=True)
+            sys.exit(1)
+        args.kaproxy = os.path.abspath(args.kaproxy)
+    lab = Lab(args)
+    _current = lab
+    status = 1
+    started = time.monotonic()
+    cap = None
+    try:
+        lab.build()
+        if args.capture:
+            cap = lab.capture("tcp")
+        main(lab)
+        px = lab.kaproxy
+        if px is not None and not px.alive():
+            raise Failure("kaproxy exited during the scenario (status %s):\n%s"
+                          % (px.popen.returncode, px.stderr_text()))
+        if px is not None:
+            st = px.stop(signal.SIGTERM, timeout=5)
+            if st != 0:
+                raise Failure("kaproxy exited with status %s after SIGTERM:\n%s"
+                              % (st, px.stderr_text()))
+            log("kaproxy drained and exited 0 after SIGTERM")
+        status = 0
+    except Failure as e:
+        lab.failed = True
+        print("FAIL %s: %s" % (name, e), flush=True)
+        lab.dump()
+    except SystemExit as e:
+        lab.failed = True
+        print("ABORT %s: interrupted (exit %s)" % (name, e.code), flush=True)
+        status = e.code if isinstance(e.code, int) else 1
+    except BaseException:
+        lab.failed = True
+        print("ERROR %s (harness):" % name, flush=True)
+        traceback.print_exc()
+        lab.dump()
+    finally:
+        if cap is not None:
+            try:
+                print("---- capture in %s\n%s" % (lab.ns["proxy"], cap.text()), flush=True)
+            except Exception as e:
+                log("capture: %s" % e)
+        lab.close()
+        _current = None
+    if status == 0:
+        print("PASS %s (%.1fs)" % (name, time.monotonic() - started), flush=True)
+    sys.exit(status)
