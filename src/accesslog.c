@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,32 +17,53 @@
 #include "kaproxy/accesslog.h"
 #include "kaproxy/log.h"
 
-static int log_fd = -1;
+/*
+ * Workers write from their own threads: log_fd is read once per line and
+ * only ever replaced atomically, never closed under them while running.
+ */
+static atomic_int log_fd = -1;
 static char *log_path;      /* NULL for stdout or off */
+static char *log_spec;      /* as configured: NULL (off), "-" or a path */
+
+static int
+same_spec(const char *a, const char *b)
+{
+	return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
 
 int
 accesslog_open(const char *path)
 {
-	int fd;
+	char *spec = NULL, *file = NULL;
+	int fd = -1;
 
-	accesslog_close();
-	if (path == NULL)
+	if (same_spec(path, log_spec))
 		return 0;
-	if (strcmp(path, "-") == 0) {
-		log_fd = STDOUT_FILENO;
-		return 0;
-	}
-	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-	if (fd == -1) {
-		log_warn("access_log %s", path);
+	if (path != NULL && (spec = strdup(path)) == NULL) {
+		log_warn("access_log");
 		return -1;
 	}
-	log_path = strdup(path);
-	if (log_path == NULL) {
-		close(fd);
-		return -1;
+	if (path != NULL && strcmp(path, "-") == 0) {
+		fd = STDOUT_FILENO;
+	} else if (path != NULL) {
+		fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+		if (fd == -1 || (file = strdup(path)) == NULL) {
+			log_warn("access_log %s", path);
+			if (fd != -1)
+				close(fd);
+			free(spec);
+			return -1;
+		}
 	}
-	log_fd = fd;
+	/*
+	 * A file being replaced by a reload stays open: another thread may be
+	 * writing a line to it right now.  One fd per change of access_log.
+	 */
+	atomic_store(&log_fd, fd);
+	free(log_path);
+	free(log_spec);
+	log_path = file;
+	log_spec = spec;
 	return 0;
 }
 
@@ -58,7 +80,7 @@ accesslog_reopen(void)
 		return -1;
 	}
 	/* dup2 swaps atomically: no line is ever written to a closed fd. */
-	if (dup2(fd, log_fd) == -1) {
+	if (dup2(fd, atomic_load(&log_fd)) == -1) {
 		log_warn("access_log %s: dup2", log_path);
 		close(fd);
 		return -1;
@@ -70,29 +92,33 @@ accesslog_reopen(void)
 int
 accesslog_enabled(void)
 {
-	return log_fd >= 0;
+	return atomic_load_explicit(&log_fd, memory_order_relaxed) >= 0;
 }
 
 void
 accesslog_close(void)
 {
-	if (log_fd > STDERR_FILENO)
-		close(log_fd);
-	log_fd = -1;
+	int fd = atomic_exchange(&log_fd, -1);
+
+	if (fd > STDERR_FILENO)
+		close(fd);
 	free(log_path);
-	log_path = NULL;
+	free(log_spec);
+	log_path = log_spec = NULL;
 }
 
 void
 accesslog_write(const struct access_record *rec)
 {
 	char line[ACCESSLOG_LINE_MAX];
+	int fd = atomic_load_explicit(&log_fd, memory_order_relaxed);
 	size_t len;
 
-	if (log_fd < 0)
+	if (fd < 0)
 		return;
 	len = accesslog_render(rec, line, sizeof(line));
-	if (write(log_fd, line, len) < 0)
+	/* O_APPEND and one write per line: lines from several workers never mix. */
+	if (write(fd, line, len) < 0)
 		log_warn("access_log write");
 }
 

@@ -4,6 +4,7 @@
  * many connections are open.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -25,8 +26,16 @@
 
 struct admin {
 	struct evhttp *http;
-	struct worker *worker;
+	struct worker *workers;
+	unsigned n_workers;
 	const struct stats_process *proc;
+};
+
+/* GET /connections, gathered worker by worker on each one's own thread. */
+struct connections_walk {
+	struct evbuffer *out;
+	const char *filter;
+	unsigned long limit, shown, total;
 };
 
 static void
@@ -48,18 +57,35 @@ reply_text(struct evhttp_request *req, int code, const char *reason, const char 
 static void
 serve_healthz(struct admin *a, struct evhttp_request *req)
 {
-	if (a->worker->draining)
+	if (atomic_load(&a->workers[0].shared->draining))
 		reply_text(req, 503, "Service Unavailable", "draining\n");
 	else
 		reply_text(req, HTTP_OK, "OK", "ok\n");
 }
 
 static void
+merge_worker_stats(struct worker *w, void *arg)
+{
+	struct stats_list *merged = arg;
+
+	if (stats_merge(merged, &w->stats) == -1)
+		log_warn("admin: merging worker %u's counters", w->index);
+}
+
+static void
 serve_metrics(struct admin *a, struct evhttp_request *req)
 {
+	struct stats_list merged = LIST_HEAD_INITIALIZER(merged);
 	struct evbuffer *out = evbuffer_new();
+	unsigned i;
+	int rc = out == NULL ? -1 : 0;
 
-	if (out == NULL || stats_render_prometheus(&a->worker->stats, a->proc, out) == -1) {
+	for (i = 0; i < a->n_workers && rc == 0; i++)
+		rc = worker_call(&a->workers[i], merge_worker_stats, &merged);
+	if (rc == 0)
+		rc = stats_render_prometheus(&merged, a->proc, out);
+	stats_free_all(&merged);
+	if (rc == -1) {
 		if (out != NULL)
 			evbuffer_free(out);
 		evhttp_send_error(req, HTTP_INTERNAL, NULL);
@@ -72,14 +98,34 @@ serve_metrics(struct admin *a, struct evhttp_request *req)
 }
 
 static void
+walk_worker_sessions(struct worker *w, void *arg)
+{
+	struct connections_walk *walk = arg;
+	struct session *s;
+	char line[2048];
+
+	for (s = session_first(w); s != NULL; s = session_next(s)) {
+		if (walk->filter != NULL && strcmp(walk->filter, session_listener_name(s)) != 0)
+			continue;
+		walk->total++;
+		if (walk->shown == walk->limit)
+			continue;
+		if (walk->shown++ > 0)
+			evbuffer_add(walk->out, ",\n", 2);
+		evbuffer_add(walk->out, line, session_render_json(s, line, sizeof(line)));
+	}
+}
+
+static void
 serve_connections(struct admin *a, struct evhttp_request *req, const char *query)
 {
 	struct evkeyvalq params;
 	const char *filter = NULL, *limit_text = NULL;
-	char line[2048], count[32];
+	char count[32];
 	struct evbuffer *out;
-	struct session *s;
-	unsigned long limit = CONNECTIONS_DEFAULT_LIMIT, shown = 0, total = 0;
+	struct connections_walk walk;
+	unsigned long limit = CONNECTIONS_DEFAULT_LIMIT;
+	unsigned i;
 	char *end;
 
 	TAILQ_INIT(&params);
@@ -105,20 +151,13 @@ serve_connections(struct admin *a, struct evhttp_request *req, const char *query
 		return;
 	}
 	evbuffer_add(out, "[", 1);
-	for (s = session_first(a->worker); s != NULL; s = session_next(s)) {
-		if (filter != NULL && strcmp(filter, session_listener_name(s)) != 0)
-			continue;
-		total++;
-		if (shown == limit)
-			continue;
-		if (shown++ > 0)
-			evbuffer_add(out, ",\n", 2);
-		evbuffer_add(out, line, session_render_json(s, line, sizeof(line)));
-	}
+	walk = (struct connections_walk){ .out = out, .filter = filter, .limit = limit };
+	for (i = 0; i < a->n_workers; i++)
+		worker_call(&a->workers[i], walk_worker_sessions, &walk);
 	evbuffer_add(out, "]\n", 2);
 	evhttp_clear_headers(&params);
 	/* The array stays an array; the header says when it was cut. */
-	snprintf(count, sizeof(count), "%lu", total);
+	snprintf(count, sizeof(count), "%lu", walk.total);
 	evhttp_add_header(evhttp_request_get_output_headers(req), "X-Kaproxy-Connections", count);
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
 	    "application/json");
@@ -158,7 +197,8 @@ admin_request(struct evhttp_request *req, void *arg)
 }
 
 struct admin *
-admin_start(struct worker *w, const struct endpoint *ep, const struct stats_process *proc)
+admin_start(struct worker *workers, unsigned n, const struct endpoint *ep,
+    const struct stats_process *proc)
 {
 	struct admin *a;
 	int fd = -1, one = 1;
@@ -168,9 +208,10 @@ admin_start(struct worker *w, const struct endpoint *ep, const struct stats_proc
 		log_warn("admin");
 		return NULL;
 	}
-	a->worker = w;
+	a->workers = workers;
+	a->n_workers = n;
 	a->proc = proc;
-	a->http = evhttp_new(w->base);
+	a->http = evhttp_new(workers[0].base);
 	if (a->http == NULL) {
 		log_warnx("admin: evhttp_new failed");
 		goto err;

@@ -10,6 +10,7 @@
  * lost and no port is ever unbound.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -34,12 +35,15 @@ accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *addr,
 
 	(void)evl;
 	if (w->draining) {
-		pl->stats->refused[REFUSE_DRAINING]++;
+		STAT_ADD(pl->stats->refused[REFUSE_DRAINING], 1);
 		sockopt_close_rst(fd);
 		return;
 	}
-	if (w->n_sessions >= w->gen->cfg->max_connections) {
-		pl->stats->refused[REFUSE_MAX_CONNECTIONS]++;
+	/* Counted before the check, so workers racing for the last slot cannot both win. */
+	if (atomic_fetch_add_explicit(&w->shared->active, 1, memory_order_relaxed) >=
+	    atomic_load_explicit(&w->shared->max_connections, memory_order_relaxed)) {
+		atomic_fetch_sub_explicit(&w->shared->active, 1, memory_order_relaxed);
+		STAT_ADD(pl->stats->refused[REFUSE_MAX_CONNECTIONS], 1);
 		sockopt_close_rst(fd);
 		return;
 	}
@@ -71,7 +75,7 @@ accept_error_cb(struct evconnlistener *evl, void *arg)
 	 */
 	errno = err;
 	log_warn("listener %s: accept (pausing %d ms)", pl->cfg->name, ACCEPT_RETRY_MS);
-	pl->stats->refused[REFUSE_ERROR]++;
+	STAT_ADD(pl->stats->refused[REFUSE_ERROR], 1);
 	evconnlistener_disable(evl);
 	evtimer_add(&pl->retry, &tv);
 }
@@ -102,13 +106,13 @@ proxy_listener_free(struct proxy_listener *pl)
 	evtimer_del(&pl->retry);
 	if (pl->evl != NULL)
 		evconnlistener_free(pl->evl);
-	generation_unref(pl->worker, pl->gen);
+	generation_unref(pl->gen);
 	free(pl);
 }
 
 /* A bound, listening socket for lc with the client policy on it; -1 on error. */
 static int
-listen_socket(const struct listener_config *lc)
+listen_socket(const struct listener_config *lc, bool reuseport)
 {
 	char what[CONFIG_NAME_MAX + 16];
 	int fd, one = 1;
@@ -121,6 +125,15 @@ listen_socket(const struct listener_config *lc)
 	}
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1) {
 		log_warn("%s: setsockopt SO_REUSEADDR", what);
+		goto err;
+	}
+	/*
+	 * Only with several workers: each binds its own socket and the kernel
+	 * spreads connections.  With one, a second kaproxy started by mistake
+	 * must fail to bind rather than silently share the port.
+	 */
+	if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == -1) {
+		log_warn("%s: setsockopt SO_REUSEPORT", what);
 		goto err;
 	}
 	if (sockopt_apply_policy(fd, &lc->client, what) == -1)
@@ -198,7 +211,7 @@ listener_apply(struct worker *w, struct generation *gen)
 				goto err;
 			continue;
 		}
-		fd = listen_socket(lc);
+		fd = listen_socket(lc, w->reuseport);
 		if (fd == -1)
 			goto err;
 		fresh[i]->evl = evconnlistener_new(w->base, accept_cb, fresh[i],
@@ -231,19 +244,11 @@ listener_apply(struct worker *w, struct generation *gen)
 		    fresh[i]->cfg->listen.text, fresh[i]->cfg->n_upstreams);
 	}
 	free(fresh);
-	if (w->gen != NULL && w->gen != gen && w->gen->refs == 0) {
-		config_free(w->gen->cfg);
-		free(w->gen);
-	}
-	w->gen = gen;
 	return 0;
 err:
-	/* The caller still owns gen: hold it while the partial objects go. */
-	generation_ref(gen);
 	for (i = 0; i < cfg->n_listeners; i++)
 		if (fresh[i] != NULL)
 			proxy_listener_free(fresh[i]);
-	gen->refs--;
 	free(fresh);
 	return -1;
 }

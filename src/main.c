@@ -6,6 +6,8 @@
  * listeners are open), SIGTERM/SIGINT drain, SIGUSR1 reopens the access log.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +16,7 @@
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <event2/thread.h>
 
 #include "kaproxy/accesslog.h"
 #include "kaproxy/admin.h"
@@ -26,10 +29,12 @@
 #define DEFAULT_CONFIG "/etc/kaproxy/kaproxy.ini"
 
 struct daemon {
-	struct worker worker;
 	const char *config_path;
+	struct worker *workers;
+	unsigned n_workers;
+	struct process_shared shared;
+	struct generation *current;     /* holds one reference */
 	struct event *sig_hup, *sig_term, *sig_int, *sig_usr1;
-	struct event *drain_deadline;
 	struct admin *admin;
 	struct stats_process proc;
 };
@@ -61,82 +66,110 @@ raise_fd_limit(void)
 	}
 }
 
+/* Every worker is drained: stop the admin endpoint, then every loop. */
 static void
-drained(struct worker *w)
-{
-	event_base_loopexit(w->base, NULL);
-}
-
-static void
-drain_deadline_cb(evutil_socket_t fd, short what, void *arg)
+drained_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct daemon *d = arg;
+	unsigned i;
 
 	(void)fd;
 	(void)what;
-	log_info("shutdown_timeout reached: closing %u remaining connection(s)",
-	    d->worker.n_sessions);
-	session_close_all(&d->worker, REASON_SHUTDOWN);
-	event_base_loopexit(d->worker.base, NULL);
+	if (atomic_load(&d->shared.drained) < d->n_workers)
+		return;
+	admin_free(d->admin);
+	d->admin = NULL;
+	for (i = 0; i < d->n_workers; i++)
+		event_base_loopexit(d->workers[i].base, NULL);
+}
+
+static void
+drain_one(struct worker *w, void *arg)
+{
+	const uint32_t *timeout_ms = arg;
+
+	worker_drain(w, *timeout_ms);
 }
 
 static void
 drain_start(struct daemon *d)
 {
-	struct worker *w = &d->worker;
-	uint32_t ms = w->gen->cfg->shutdown_timeout_ms;
-	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+	static uint32_t timeout_ms;
+	unsigned i;
 
-	if (w->draining) {
-		/* A second signal: do not wait any longer. */
-		drain_deadline_cb(-1, 0, d);
-		return;
-	}
-	w->draining = true;
-	w->on_drained = drained;
-	listener_close_all(w);
-	log_info("draining: %u connection(s), waiting up to %u ms", w->n_sessions, ms);
-	if (w->n_sessions == 0) {
-		event_base_loopexit(w->base, NULL);
-		return;
-	}
-	evtimer_add(d->drain_deadline, &tv);
+	timeout_ms = d->current->cfg->shutdown_timeout_ms;
+	if (!atomic_exchange(&d->shared.draining, true))
+		log_info("draining: stop accepting, closing what is left in %u ms", timeout_ms);
+	else
+		log_info("draining again: closing every connection now");
+	for (i = 0; i < d->n_workers; i++)
+		if (worker_post(&d->workers[i], drain_one, &timeout_ms) == -1)
+			log_warnx("worker %u: cannot start its drain", i);
+}
+
+struct apply_call {
+	struct generation *gen;
+	int result;
+};
+
+static void
+apply_one(struct worker *w, void *arg)
+{
+	struct apply_call *call = arg;
+
+	if (listener_apply(w, call->gen) == -1)
+		call->result = -1;
 }
 
 static void
 reload(struct daemon *d)
 {
-	struct worker *w = &d->worker;
+	const struct config *old = d->current->cfg;
 	char err[CONFIG_ERR_MAX];
+	struct apply_call call = { 0 };
 	struct config *cfg;
-	struct generation *gen;
+	unsigned i;
 
-	if (w->draining)
+	if (atomic_load(&d->shared.draining))
 		return;
 	if (config_load(d->config_path, &cfg, err, sizeof(err)) == -1) {
 		log_errorx("reload failed, keeping the running configuration: %s", err);
 		d->proc.reloads_failed++;
 		return;
 	}
-	gen = generation_new(cfg);
-	if (gen == NULL) {
+	call.gen = generation_new(cfg);
+	if (call.gen == NULL) {
 		log_warn("reload");
 		config_free(cfg);
 		d->proc.reloads_failed++;
 		return;
 	}
-	if (cfg->admin_enabled != w->gen->cfg->admin_enabled ||
-	    (cfg->admin_enabled && strcmp(cfg->admin_listen.text, w->gen->cfg->admin_listen.text) != 0))
+	if (cfg->admin_enabled != old->admin_enabled ||
+	    (cfg->admin_enabled && strcmp(cfg->admin_listen.text, old->admin_listen.text) != 0))
 		log_warnx("reload: admin_listen changes take effect at the next start");
-	if (listener_apply(w, gen) == -1) {
+	if (cfg->workers != old->workers)
+		log_warnx("reload: workers changes take effect at the next start");
+	/*
+	 * Worker by worker, each on its own loop.  Every worker does the same
+	 * binds, so in practice the first fails or none does; a later one
+	 * failing leaves the earlier ones on the new config, which is logged.
+	 */
+	for (i = 0; i < d->n_workers && call.result == 0; i++) {
+		worker_call(&d->workers[i], apply_one, &call);
+		if (call.result == -1 && i > 0)
+			log_errorx("reload: worker %u failed after %u applied it", i, i);
+	}
+	if (call.result == -1) {
 		log_errorx("reload failed, keeping the running configuration");
-		config_free(cfg);
-		free(gen);
+		generation_unref(call.gen);
 		d->proc.reloads_failed++;
 		return;
 	}
+	atomic_store(&d->shared.max_connections, cfg->max_connections);
 	log_set_level(cfg->log_level);
 	accesslog_open(cfg->access_log);
+	generation_unref(d->current);
+	d->current = call.gen;
 	d->proc.reloads_ok++;
 	log_info("reloaded %s", d->config_path);
 }
@@ -161,45 +194,72 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 	}
 }
 
+static void *
+worker_thread(void *arg)
+{
+	struct worker *w = arg;
+
+	if (event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY) == -1)
+		log_warnx("worker %u: event loop failed", w->index);
+	return NULL;
+}
+
+static unsigned
+worker_count(const struct config *cfg)
+{
+	long cpus;
+
+	if (cfg->workers != 0)
+		return cfg->workers;
+	cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	return cpus > 0 ? (unsigned)cpus : 1;
+}
+
 static int
 run(struct daemon *d, struct config *cfg)
 {
 	struct event_base *base;
-	struct generation *gen;
+	unsigned i, started = 0;
 	int rc = 1;
 
-	if (cfg->workers != 1)
-		log_warnx("workers = %u: this build runs one event loop; using 1",
-		    cfg->workers);
-	base = event_base_new();
-	if (base == NULL) {
-		log_warnx("event_base_new failed");
-		config_free(cfg);
+	d->n_workers = worker_count(cfg);
+	d->workers = calloc(d->n_workers, sizeof(*d->workers));
+	d->current = generation_new(cfg);
+	if (d->workers == NULL || d->current == NULL) {
+		log_warn("start-up");
+		free(d->workers);
+		if (d->current == NULL)
+			config_free(cfg);
+		else
+			generation_unref(d->current);
 		return 1;
 	}
-	worker_init(&d->worker, base);
-	gen = generation_new(cfg);
-	if (gen == NULL) {
-		config_free(cfg);
-		goto out;
+	atomic_init(&d->shared.max_connections, cfg->max_connections);
+	for (i = 0; i < d->n_workers; i++) {
+		base = event_base_new();
+		if (base == NULL) {
+			log_warnx("event_base_new failed");
+			goto out;
+		}
+		worker_init(&d->workers[i], base, &d->shared, i, d->n_workers > 1);
+		if (listener_apply(&d->workers[i], d->current) == -1)
+			goto out;
 	}
-	if (accesslog_open(cfg->access_log) == -1 || listener_apply(&d->worker, gen) == -1) {
-		config_free(cfg);
-		free(gen);
+	base = d->workers[0].base;
+	if (accesslog_open(cfg->access_log) == -1)
 		goto out;
-	}
 	if (cfg->admin_enabled) {
-		d->admin = admin_start(&d->worker, &cfg->admin_listen, &d->proc);
+		d->admin = admin_start(d->workers, d->n_workers, &cfg->admin_listen, &d->proc);
 		if (d->admin == NULL)
 			goto out;
 	}
+	d->shared.drained_notify = event_new(base, -1, 0, drained_cb, d);
 	d->sig_hup = evsignal_new(base, SIGHUP, signal_cb, d);
 	d->sig_term = evsignal_new(base, SIGTERM, signal_cb, d);
 	d->sig_int = evsignal_new(base, SIGINT, signal_cb, d);
 	d->sig_usr1 = evsignal_new(base, SIGUSR1, signal_cb, d);
-	d->drain_deadline = evtimer_new(base, drain_deadline_cb, d);
-	if (d->sig_hup == NULL || d->sig_term == NULL || d->sig_int == NULL ||
-	    d->sig_usr1 == NULL || d->drain_deadline == NULL) {
+	if (d->shared.drained_notify == NULL || d->sig_hup == NULL || d->sig_term == NULL ||
+	    d->sig_int == NULL || d->sig_usr1 == NULL) {
 		log_warnx("cannot set up signal events");
 		goto out;
 	}
@@ -207,12 +267,25 @@ run(struct daemon *d, struct config *cfg)
 	evsignal_add(d->sig_term, NULL);
 	evsignal_add(d->sig_int, NULL);
 	evsignal_add(d->sig_usr1, NULL);
-	log_info("kaproxy %s running (%s)", KAPROXY_VERSION, d->config_path);
-	if (event_base_dispatch(base) == -1)
+	for (started = 1; started < d->n_workers; started++) {
+		if (pthread_create(&d->workers[started].thread, NULL, worker_thread,
+		    &d->workers[started]) != 0) {
+			log_warnx("cannot start worker %u", started);
+			atomic_store(&d->shared.draining, true);
+			goto stop;
+		}
+	}
+	log_info("kaproxy %s running (%s, %u worker%s)", KAPROXY_VERSION, d->config_path,
+	    d->n_workers, d->n_workers == 1 ? "" : "s");
+	if (event_base_loop(base, EVLOOP_NO_EXIT_ON_EMPTY) == -1)
 		log_warnx("event loop failed");
 	else
 		rc = 0;
-	session_close_all(&d->worker, REASON_SHUTDOWN);
+stop:
+	for (i = 1; i < started; i++) {
+		event_base_loopexit(d->workers[i].base, NULL);
+		pthread_join(d->workers[i].thread, NULL);
+	}
 	log_info("exiting");
 out:
 	admin_free(d->admin);
@@ -220,10 +293,17 @@ out:
 	if (d->sig_term) event_free(d->sig_term);
 	if (d->sig_int) event_free(d->sig_int);
 	if (d->sig_usr1) event_free(d->sig_usr1);
-	if (d->drain_deadline) event_free(d->drain_deadline);
-	worker_release(&d->worker);
+	if (d->shared.drained_notify) event_free(d->shared.drained_notify);
+	for (i = 0; i < d->n_workers; i++) {
+		if (d->workers[i].base == NULL)
+			continue;
+		session_close_all(&d->workers[i], REASON_SHUTDOWN);
+		worker_release(&d->workers[i]);
+		event_base_free(d->workers[i].base);
+	}
+	free(d->workers);
+	generation_unref(d->current);
 	accesslog_close();
-	event_base_free(base);
 	return rc;
 }
 
@@ -236,6 +316,8 @@ main(int argc, char **argv)
 	int opt, check = 0;
 
 	memset(&d, 0, sizeof(d));
+	if (evthread_use_pthreads() == -1)
+		fatal("evthread_use_pthreads failed");
 	d.config_path = DEFAULT_CONFIG;
 	d.proc.version = KAPROXY_VERSION;
 	while ((opt = getopt(argc, argv, "c:thV")) != -1) {

@@ -17,6 +17,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdlib.h>
@@ -239,9 +240,9 @@ pump(struct leg *src, struct leg *dst)
 			src->pipe_len = (uint32_t)n;
 			src->bytes_in += (uint64_t)n;
 			if (src->side == SIDE_CLIENT)
-				st->bytes_from_client += (uint64_t)n;
+				STAT_ADD(st->bytes_from_client, (uint64_t)n);
 			else
-				st->bytes_to_client += (uint64_t)n;
+				STAT_ADD(st->bytes_to_client, (uint64_t)n);
 			continue;
 		}
 		if (n == 0) {
@@ -491,7 +492,8 @@ session_start(struct proxy_listener *pl, int fd, const struct sockaddr *addr, so
 	s = calloc(1, sizeof(*s));
 	if (s == NULL) {
 		log_warn("listener %s: session", pl->cfg->name);
-		pl->stats->refused[REFUSE_ERROR]++;
+		atomic_fetch_sub_explicit(&w->shared->active, 1, memory_order_relaxed);
+		STAT_ADD(pl->stats->refused[REFUSE_ERROR], 1);
 		sockopt_close_rst(fd);
 		return;
 	}
@@ -500,7 +502,7 @@ session_start(struct proxy_listener *pl, int fd, const struct sockaddr *addr, so
 	s->client.fd = fd;
 	s->pl = pl;
 	listener_ref(pl);
-	s->id = w->next_session_id++;
+	s->id = atomic_fetch_add_explicit(&w->shared->next_id, 1, memory_order_relaxed) + 1;
 	s->start_ms = now_ms(w);
 	s->last_active_ms = s->start_ms;
 	if (addrlen > sizeof(s->client_addr))
@@ -510,8 +512,8 @@ session_start(struct proxy_listener *pl, int fd, const struct sockaddr *addr, so
 	s->state = STATE_CONNECTING;
 	LIST_INSERT_HEAD(&w->sessions, s, entry);
 	w->n_sessions++;
-	pl->stats->accepted++;
-	pl->stats->active++;
+	STAT_ADD(pl->stats->accepted, 1);
+	STAT_ADD(pl->stats->active, 1);
 
 	if (pl->cfg->balance == BALANCE_ROUNDROBIN)
 		s->upstream_first = (uint16_t)(pl->rr_next++ % pl->cfg->n_upstreams);
@@ -625,7 +627,7 @@ session_close(struct session *s, enum close_reason reason, struct leg *dead, int
 	if (logging)
 		session_log(s, teardown, have_client, &client_tcp, have_upstream, &upstream_tcp,
 		    detect);
-	st->closed[reason]++;
+	STAT_ADD(st->closed[reason], 1);
 	if (log_debug_enabled())
 		log_debug("session %llu: closed: %s%s%s, teardown %s", (unsigned long long)s->id,
 		    reason_name(reason), s->err ? ": " : "", s->err ? strerror(s->err) : "",
@@ -656,7 +658,7 @@ session_free(struct session *s)
 	leg_release_pipe(w, &s->client);
 	leg_release_pipe(w, &s->upstream);
 	LIST_REMOVE(s, entry);
-	pl->stats->active--;
+	STAT_ADD(pl->stats->active, (uint64_t)-1);
 	free(s);
 	listener_unref(pl);
 	worker_session_gone(w);
@@ -704,7 +706,8 @@ session_render_json(struct session *s, char *buf, size_t size)
 	int have_upstream = sockopt_tcp_snapshot(s->upstream.fd, &upstream_tcp) == 0;
 
 	buf[0] = '\0';
-	json_append(buf, size, &len, "{\"id\":%llu,\"listener\":\"", (unsigned long long)s->id);
+	json_append(buf, size, &len, "{\"id\":%llu,\"worker\":%u,\"listener\":\"",
+	    (unsigned long long)s->id, s->pl->worker->index);
 	json_escape(buf, size, &len, s->pl->cfg->name);
 	json_append(buf, size, &len, "\",\"state\":\"%s\",\"age_ms\":%llu,\"client\":\"%s\",\"upstream\":\"",
 	    states[s->state], (unsigned long long)(now_ms(s->pl->worker) - s->start_ms),

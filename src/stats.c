@@ -49,13 +49,59 @@ stats_observe(struct histogram *h, const double *bounds, size_t n_bounds, double
 {
 	size_t i;
 
-	h->count++;
-	h->sum += value;
+	double sum;
+
+	/* Single writer (the owning worker); scrapes read with relaxed loads. */
+	STAT_ADD(h->count, 1);
+	__atomic_load(&h->sum, &sum, __ATOMIC_RELAXED);
+	sum += value;
+	__atomic_store(&h->sum, &sum, __ATOMIC_RELAXED);
 	/* Stored per bucket (not cumulative) so observing stays O(buckets). */
 	for (i = 0; i < n_bounds; i++)
 		if (value <= bounds[i])
 			break;
-	h->buckets[i]++;
+	STAT_ADD(h->buckets[i], 1);
+}
+
+#define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+
+static void
+histogram_merge(struct histogram *dst, const struct histogram *src)
+{
+	double sum;
+	size_t i;
+
+	dst->count += LOAD(src->count);
+	__atomic_load(&src->sum, &sum, __ATOMIC_RELAXED);
+	dst->sum += sum;
+	for (i = 0; i < sizeof(dst->buckets) / sizeof(dst->buckets[0]); i++)
+		dst->buckets[i] += LOAD(src->buckets[i]);
+}
+
+int
+stats_merge(struct stats_list *dst, const struct stats_list *src)
+{
+	const struct listener_stats *from;
+	struct listener_stats *to;
+	int i;
+
+	LIST_FOREACH(from, src, entry) {
+		to = stats_for(dst, from->name);
+		if (to == NULL)
+			return -1;
+		to->active += LOAD(from->active);
+		to->accepted += LOAD(from->accepted);
+		for (i = 0; i < REASON_COUNT; i++)
+			to->closed[i] += LOAD(from->closed[i]);
+		for (i = 0; i < REFUSE_COUNT; i++)
+			to->refused[i] += LOAD(from->refused[i]);
+		to->bytes_from_client += LOAD(from->bytes_from_client);
+		to->bytes_to_client += LOAD(from->bytes_to_client);
+		histogram_merge(&to->connect_seconds, &from->connect_seconds);
+		histogram_merge(&to->detect_seconds[0], &from->detect_seconds[0]);
+		histogram_merge(&to->detect_seconds[1], &from->detect_seconds[1]);
+	}
+	return 0;
 }
 
 const char *

@@ -1,5 +1,6 @@
 /*
- * worker: the event loop's shared state: config generations, the pipe pool.
+ * worker: the event loop's shared state: config generations, the pipe pool,
+ * draining.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -9,17 +10,22 @@
 
 #include "kaproxy/listener.h"
 #include "kaproxy/log.h"
+#include "kaproxy/session.h"
 #include "kaproxy/worker.h"
 
 int
-worker_init(struct worker *w, struct event_base *base)
+worker_init(struct worker *w, struct event_base *base, struct process_shared *shared,
+    unsigned index, bool reuseport)
 {
 	memset(w, 0, sizeof(*w));
 	w->base = base;
+	w->shared = shared;
+	w->index = index;
+	w->reuseport = reuseport;
+	w->thread = pthread_self();
 	LIST_INIT(&w->sessions);
 	LIST_INIT(&w->listeners);
 	LIST_INIT(&w->stats);
-	w->next_session_id = 1;
 	return 0;
 }
 
@@ -29,12 +35,58 @@ worker_release(struct worker *w)
 	listener_close_all(w);
 	while (w->n_pipes > 0)
 		worker_pipe_discard(w->pipes[--w->n_pipes]);
-	if (w->gen != NULL && w->gen->refs == 0) {
-		config_free(w->gen->cfg);
-		free(w->gen);
-	}
-	w->gen = NULL;
+	if (w->drain_deadline != NULL)
+		event_free(w->drain_deadline);
+	w->drain_deadline = NULL;
 	stats_free_all(&w->stats);
+}
+
+/* This worker has no session left while draining: tell the main loop, once. */
+static void
+worker_drained(struct worker *w)
+{
+	if (w->drained)
+		return;
+	w->drained = true;
+	atomic_fetch_add_explicit(&w->shared->drained, 1, memory_order_acq_rel);
+	event_active(w->shared->drained_notify, EV_READ, 0);
+}
+
+static void
+drain_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+
+	(void)fd;
+	(void)what;
+	if (w->n_sessions > 0)
+		log_info("worker %u: shutdown_timeout reached: closing %u connection(s)",
+		    w->index, w->n_sessions);
+	session_close_all(w, REASON_SHUTDOWN);
+	worker_drained(w);
+}
+
+void
+worker_drain(struct worker *w, uint32_t timeout_ms)
+{
+	struct timeval tv = { (time_t)(timeout_ms / 1000), (suseconds_t)(timeout_ms % 1000) * 1000 };
+
+	if (w->draining) {
+		/* Asked again: do not wait any longer. */
+		drain_deadline_cb(-1, 0, w);
+		return;
+	}
+	w->draining = true;
+	listener_close_all(w);
+	if (w->n_sessions == 0) {
+		worker_drained(w);
+		return;
+	}
+	w->drain_deadline = evtimer_new(w->base, drain_deadline_cb, w);
+	if (w->drain_deadline == NULL || evtimer_add(w->drain_deadline, &tv) == -1) {
+		log_warnx("worker %u: cannot arm the drain deadline: closing now", w->index);
+		drain_deadline_cb(-1, 0, w);
+	}
 }
 
 struct generation *
@@ -42,21 +94,23 @@ generation_new(struct config *cfg)
 {
 	struct generation *gen = calloc(1, sizeof(*gen));
 
-	if (gen != NULL)
+	if (gen != NULL) {
 		gen->cfg = cfg;
+		atomic_init(&gen->refs, 1);
+	}
 	return gen;
 }
 
 void
 generation_ref(struct generation *gen)
 {
-	gen->refs++;
+	atomic_fetch_add_explicit(&gen->refs, 1, memory_order_relaxed);
 }
 
 void
-generation_unref(struct worker *w, struct generation *gen)
+generation_unref(struct generation *gen)
 {
-	if (--gen->refs > 0 || gen == w->gen)
+	if (atomic_fetch_sub_explicit(&gen->refs, 1, memory_order_acq_rel) != 1)
 		return;
 	config_free(gen->cfg);
 	free(gen);
@@ -111,6 +165,83 @@ void
 worker_session_gone(struct worker *w)
 {
 	w->n_sessions--;
-	if (w->draining && w->n_sessions == 0 && w->on_drained != NULL)
-		w->on_drained(w);
+	atomic_fetch_sub_explicit(&w->shared->active, 1, memory_order_relaxed);
+	if (w->draining && w->n_sessions == 0)
+		worker_drained(w);
+}
+
+bool
+worker_is_current(const struct worker *w)
+{
+	return pthread_equal(pthread_self(), w->thread);
+}
+
+struct call {
+	struct worker *w;
+	void (*fn)(struct worker *, void *);
+	void *arg;
+	bool wait;
+	bool done;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+};
+
+static void
+call_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct call *c = arg;
+
+	(void)fd;
+	(void)what;
+	c->fn(c->w, c->arg);
+	if (!c->wait) {
+		free(c);
+		return;
+	}
+	pthread_mutex_lock(&c->mu);
+	c->done = true;
+	pthread_cond_signal(&c->cv);
+	pthread_mutex_unlock(&c->mu);
+}
+
+int
+worker_call(struct worker *w, void (*fn)(struct worker *, void *), void *arg)
+{
+	struct call c = { .w = w, .fn = fn, .arg = arg, .wait = true };
+
+	if (worker_is_current(w)) {
+		fn(w, arg);
+		return 0;
+	}
+	pthread_mutex_init(&c.mu, NULL);
+	pthread_cond_init(&c.cv, NULL);
+	if (event_base_once(w->base, -1, EV_TIMEOUT, call_cb, &c, NULL) == -1) {
+		pthread_cond_destroy(&c.cv);
+		pthread_mutex_destroy(&c.mu);
+		return -1;
+	}
+	pthread_mutex_lock(&c.mu);
+	while (!c.done)
+		pthread_cond_wait(&c.cv, &c.mu);
+	pthread_mutex_unlock(&c.mu);
+	pthread_cond_destroy(&c.cv);
+	pthread_mutex_destroy(&c.mu);
+	return 0;
+}
+
+int
+worker_post(struct worker *w, void (*fn)(struct worker *, void *), void *arg)
+{
+	struct call *c = calloc(1, sizeof(*c));
+
+	if (c == NULL)
+		return -1;
+	c->w = w;
+	c->fn = fn;
+	c->arg = arg;
+	if (event_base_once(w->base, -1, EV_TIMEOUT, call_cb, c, NULL) == -1) {
+		free(c);
+		return -1;
+	}
+	return 0;
 }

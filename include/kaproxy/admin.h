@@ -12,10 +12,11 @@
 struct admin;
 
 /*
- * Listen on ep and serve w's sessions and counters; proc's figures are read
- * at each scrape.  Returns NULL after logging why.
+ * Listen on ep on the loop of workers[0] and serve the sessions and counters
+ * of all n workers (each read on its own thread); proc's figures are read at
+ * each scrape.  Returns NULL after logging why.
  */
-struct admin *admin_start(struct worker *w, const struct endpoint *ep,
+struct admin *admin_start(struct worker *workers, unsigned n, const struct endpoint *ep,
     const struct stats_process *proc);
 
 /* Stop serving; admin_free(NULL) does nothing. */

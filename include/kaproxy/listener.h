@@ -36,8 +36,8 @@ struct proxy_listener {
 /*
  * Open every listener of gen's config on w, handing over the listening
  * sockets of w's current listeners whose address is unchanged, then retire
- * the old ones.  All or nothing: on failure returns -1, logs why, and w's
- * listeners are as before.  On success w->gen is gen.
+ * the old ones.  Each new listener takes a reference on gen.  All or
+ * nothing: on failure returns -1, logs why, and w's listeners are as before.
  */
 int listener_apply(struct worker *w, struct generation *gen);
 

@@ -15,8 +15,9 @@ struct session;
 struct worker;
 
 /*
- * Take ownership of an accepted client socket fd (nonblocking) and start
- * connecting upstream.  On failure fd is reset and the refusal counted.
+ * Take ownership of an accepted client socket fd (nonblocking), already
+ * counted in the shared active count, and start connecting upstream.  On
+ * failure fd is reset and the refusal counted.
  */
 void session_start(struct proxy_listener *pl, int fd, const struct sockaddr *addr,
     socklen_t addrlen);

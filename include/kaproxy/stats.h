@@ -12,6 +12,14 @@
 #include "kaproxy/config.h"
 #include "kaproxy/reason.h"
 
+/*
+ * Add n to a counter that only this worker writes and any thread may read:
+ * a plain add on x86-64 and arm64, yet no torn or data-raced read at scrape.
+ */
+#define STAT_ADD(counter, n) \
+	__atomic_store_n(&(counter), __atomic_load_n(&(counter), __ATOMIC_RELAXED) + (n), \
+	    __ATOMIC_RELAXED)
+
 enum refuse_reason { REFUSE_MAX_CONNECTIONS, REFUSE_DRAINING, REFUSE_ERROR, REFUSE_COUNT };
 
 /* Upper bounds (seconds) of the histogram buckets; +Inf is implicit. */
@@ -66,6 +74,12 @@ struct stats_process {
 	uint64_t reloads_ok;
 	uint64_t reloads_failed;
 };
+
+/*
+ * Add every counter of src (read with relaxed loads: another thread may be
+ * writing them) into the same-named entries of dst.  Returns 0 or -1 (ENOMEM).
+ */
+int stats_merge(struct stats_list *dst, const struct stats_list *src);
 
 /*
  * Append the Prometheus text exposition (format 0.0.4) of every listener's

@@ -1,10 +1,15 @@
 /*
- * worker: one event loop and everything it owns: its listeners, sessions,
- * pipe pool and counters.  kaproxy runs one worker on the main thread.
+ * worker: one event loop and everything it owns: its listeners (one
+ * SO_REUSEPORT socket per listener when there are several workers),
+ * sessions, pipe pool and counters.  Worker 0 runs on the main thread, the
+ * others on their own threads; they share only struct process_shared and
+ * config generations, never a session.
  */
 #ifndef KAPROXY_WORKER_H
 #define KAPROXY_WORKER_H
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/queue.h>
@@ -27,39 +32,74 @@ struct session;
 struct proxy_listener;
 
 /*
- * A loaded config and how many listeners still use it; freed when the last
- * listener of an older generation has no session left.
+ * A loaded config.  Every listener of every worker built from it holds a
+ * reference, and so does the daemon while it is the current one; the last
+ * reference frees it.  References move only at start, reload and listener
+ * retirement, never per connection.
  */
 struct generation {
 	struct config *cfg;
-	unsigned refs;
+	atomic_uint refs;
+};
+
+/* What all workers share: the connection cap, session ids, drain state. */
+struct process_shared {
+	atomic_uint active;            /* client connections over all workers */
+	atomic_uint max_connections;   /* from the current config */
+	atomic_uint_fast64_t next_id;  /* session ids, unique over all workers */
+	atomic_bool draining;
+	atomic_uint drained;           /* workers done draining */
+	struct event *drained_notify;  /* on the main loop: activated per drained worker */
 };
 
 struct worker {
 	struct event_base *base;
+	pthread_t thread;               /* the thread running base's loop */
+	struct process_shared *shared;
+	unsigned index;
+	bool reuseport;                 /* several workers bind the same addresses */
 	LIST_HEAD(, session) sessions;
 	LIST_HEAD(, proxy_listener) listeners;
 	uint32_t n_sessions;
-	uint64_t next_session_id;
-	struct generation *gen;      /* the current config */
 	struct stats_list stats;
 	int pipes[WORKER_PIPE_POOL][2];
 	unsigned n_pipes;
 	bool draining;
-	void (*on_drained)(struct worker *); /* draining and no session left */
+	bool drained;
+	struct event *drain_deadline;
 };
 
-/* Set up w on base (zeroed first); returns 0 or -1. */
-int worker_init(struct worker *w, struct event_base *base);
+/* Set up w on base (w is zeroed first); returns 0 or -1. */
+int worker_init(struct worker *w, struct event_base *base, struct process_shared *shared,
+    unsigned index, bool reuseport);
 
 /* Close every listener and pooled pipe, free counters; sessions must be gone. */
 void worker_release(struct worker *w);
 
-/* A new generation owning cfg, with no reference yet (NULL on ENOMEM). */
+/*
+ * Stop accepting and close each session as it ends; when none is left (or
+ * after timeout_ms, closing the rest with reason shutdown) leave the loop.
+ */
+void worker_drain(struct worker *w, uint32_t timeout_ms);
+
+/*
+ * Run fn(w, arg) on w's loop thread and wait for it to return (at once when
+ * called from w's own thread).  The loops run until the daemon has stopped
+ * calling, so this cannot wait on a loop that is gone.  Returns 0 or -1.
+ */
+int worker_call(struct worker *w, void (*fn)(struct worker *, void *), void *arg);
+
+/* As worker_call without waiting (fn runs later, arg must outlive it). */
+int worker_post(struct worker *w, void (*fn)(struct worker *, void *), void *arg);
+
+/* True when called from w's loop thread. */
+bool worker_is_current(const struct worker *w);
+
+/* A new generation owning cfg, with one reference for the caller (NULL on ENOMEM). */
 struct generation *generation_new(struct config *cfg);
 void generation_ref(struct generation *gen);
-/* Drop a reference; frees gen and its config at zero unless it is current. */
-void generation_unref(struct worker *w, struct generation *gen);
+/* Drop a reference; the last one frees gen and its config. */
+void generation_unref(struct generation *gen);
 
 /*
  * Take a pipe from the pool or make one: fds[0] read end, fds[1] write end.
