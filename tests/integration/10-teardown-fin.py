@@ -33,6 +33,7 @@ def main(t):
     t.check(r.status == "OK", "client receives all %d bytes the proxy got (%s)" % (owed, r))
     r = cli.cmd("wait_close 5", timeout=10)
     t.check(r.status == "EOF" and r["extra"] == "0", "then an orderly EOF, not an RST (%s)" % r)
+    cli.ok("close")  # kaproxy lingers (up to 10 s) for this FIN before freeing the leg
 
 
 if __name__ == "__main__":
