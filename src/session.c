@@ -268,7 +268,7 @@ session_finished(const struct session *s)
 	    s->client.pipe_len == 0 && s->upstream.pipe_len == 0;
 }
 
-/* A FIN was read earlier, so reads stop; an error since then shows in SO_ERROR. */
+/* A leg that is not being read reports a later error only in SO_ERROR. */
 static int
 leg_check_error(struct leg *leg)
 {
@@ -310,12 +310,16 @@ running_event(struct leg *leg, short what)
 	}
 	s->last_active_ms = now_ms(s->pl->worker);
 	if (what & EV_READ) {
-		if (leg->eof) {
-			if (leg_check_error(leg) == -1)
-				return;
-		} else if (pump(leg, peer) == -1) {
+		if (pump(leg, peer) == -1)
 			return;
-		}
+		/*
+		 * The leg is not being read (its FIN was read, or its pipe waits
+		 * on a slow peer), so a readiness here may be an error (EPOLLERR
+		 * looks like read+write): look, or a dead leg would go unnoticed
+		 * until the other side drains.
+		 */
+		if ((leg->eof || leg->pipe_len > 0) && leg_check_error(leg) == -1)
+			return;
 	}
 	if ((what & EV_WRITE) && peer->pipe_len > 0 && pump(peer, leg) == -1)
 		return;
