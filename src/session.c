@@ -74,7 +74,7 @@ struct session {
 	struct proxy_listener *pl;
 	uint64_t id;
 	uint64_t start_ms;          /* monotonic */
-	uint64_t last_active_ms;    /* monotonic, refreshed per event */
+	uint64_t last_active_ms;    /* monotonic, when bytes last moved */
 	struct sockaddr_in6 client_addr; /* also holds a sockaddr_in */
 	uint16_t upstream_first;    /* index of the first upstream tried */
 	uint16_t attempts;          /* connects started; the current one is the last */
@@ -94,11 +94,15 @@ session_struct_size(void)
 static uint64_t
 now_ms(struct worker *w)
 {
-	struct timeval tv;
+	struct timespec ts;
 
-	/* The loop's cached clock: no syscall on the per-event path. */
-	event_base_gettimeofday_cached(w->base, &tv);
-	return (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+	/*
+	 * Monotonic (a wall-clock step must not fire or starve idle_timeout),
+	 * and a vDSO read: no syscall on the per-splice path.
+	 */
+	(void)w;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 static uint64_t
@@ -237,6 +241,8 @@ pump(struct leg *src, struct leg *dst)
 		n = splice(src->fd, NULL, src->pipe[1], NULL, SPLICE_CHUNK,
 		    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 		if (n > 0) {
+			/* Activity is bytes moving, not readiness (idle_timeout). */
+			s->last_active_ms = now_ms(w);
 			src->pipe_len = (uint32_t)n;
 			src->bytes_in += (uint64_t)n;
 			if (src->side == SIDE_CLIENT)
@@ -308,7 +314,6 @@ running_event(struct leg *leg, short what)
 		idle_check(s);
 		return;
 	}
-	s->last_active_ms = now_ms(s->pl->worker);
 	if (what & EV_READ) {
 		if (pump(leg, peer) == -1)
 			return;
