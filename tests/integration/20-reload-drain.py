@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""SIGHUP reloads without disturbing live connections (new ones follow the new config, an invalid file is refused and the running config kept) and SIGTERM drains: new connections are refused, a live one is closed with close_reason shutdown at shutdown_timeout, and kaproxy exits 0.
+"""SIGHUP reloads without disturbing live connections (new ones follow the new config, an invalid file is refused and the running config kept), SIGUSR1 reopens a rotated access log, and SIGTERM drains: new connections are refused, a live one is closed with close_reason shutdown at shutdown_timeout, and kaproxy exits 0.
 
 Server A listens on :7001, server B on :7002.  A connection made before the
 reload keeps talking to A; after pointing the listener at B and sending
@@ -53,6 +53,20 @@ def main(t):
         srv_b.ok("use %d" % c.server_conn)
         srv_b.ok("close")
     t.access_log.wait(lambda r: r["close_reason"] == "client_fin", 5)
+
+    # Rotation: rename the log, SIGUSR1, the next line lands in a new file.
+    rotated = t.access_log.path + ".1"
+    os.rename(t.access_log.path, rotated)
+    os.kill(px.pid, signal.SIGUSR1)
+    lab.wait_until(lambda: os.path.exists(t.access_log.path), 5, "the access log to be reopened")
+    before = os.path.getsize(rotated)
+    t.access_log = lab.AccessLog(t.access_log.path)
+    rot = t.pair(srv_b, name="client-rotate")
+    rot.ok("close")
+    srv_b.ok("use %d" % rot.server_conn)
+    srv_b.ok("close")
+    t.access_log.wait(lambda r: r["close_reason"] == "client_fin", 5, "a line in the reopened log")
+    t.check(os.path.getsize(rotated) == before, "nothing more is written to the rotated file")
 
     # Drain: stop accepting, close what is left at shutdown_timeout (2 s).
     old.submit("wait_close 10")
