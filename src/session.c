@@ -8,7 +8,7 @@
  * never enter user space, and an idle session holds no buffer at all.
  *
  * Backpressure: a direction reads its source only when its pipe is empty, so
- * at most one pipe (64 KiB) per direction is buffered beyond the kernel's
+ * at most one pipe (WORKER_PIPE_SIZE, 256 KiB) per direction is buffered beyond the kernel's
  * socket buffers.  Half-close: a FIN read on one leg becomes shutdown(SHUT_WR)
  * on the other once the pipe is drained; the other direction keeps flowing.
  *
@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdlib.h>
@@ -154,26 +155,21 @@ leg_init(struct session *s, struct leg *leg, enum side side)
 	leg->side = (uint8_t)side;
 }
 
-/* Close a leg's socket without sending anything more: for a leg already dead. */
+/*
+ * Close a leg's socket: with rst its peer gets RST at once, otherwise a plain
+ * close (a FIN, or nothing at all for a leg whose peer is already dead).
+ */
 static void
-leg_close_quiet(struct leg *leg)
+leg_close(struct leg *leg, bool rst)
 {
 	if (leg->fd < 0)
 		return;
 	if (event_initialized(&leg->ev))
 		event_del(&leg->ev);
-	close(leg->fd);
-	leg->fd = -1;
-}
-
-static void
-leg_close_rst(struct leg *leg)
-{
-	if (leg->fd < 0)
-		return;
-	if (event_initialized(&leg->ev))
-		event_del(&leg->ev);
-	sockopt_close_rst(leg->fd);
+	if (rst)
+		sockopt_close_rst(leg->fd);
+	else
+		close(leg->fd);
 	leg->fd = -1;
 }
 
@@ -385,7 +381,7 @@ connecting_event(struct session *s, short what)
 	}
 	log_debug("session %llu: upstream %s: %s", (unsigned long long)s->id,
 	    current_upstream(s)->text, strerror(s->err));
-	leg_close_quiet(&s->upstream);
+	leg_close(&s->upstream, false);
 	upstream_connect_next(s);
 }
 
@@ -603,34 +599,28 @@ session_close(struct session *s, enum close_reason reason, struct leg *dead, int
 
 	if (dead != NULL) {
 		/* The dead peer's kernel state is gone or already reset by ours. */
-		leg_close_quiet(dead);
+		leg_close(dead, false);
 		live = leg_peer(dead);
 		if (live->fd >= 0) {
 			if (fin_mode) {
 				teardown = TEARDOWN_DONE_FIN;
 			} else {
 				teardown = TEARDOWN_DONE_RST;
-				leg_close_rst(live);
+				leg_close(live, true);
 			}
 		}
 	} else if (reason == REASON_CONNECT_FAILED || reason == REASON_CONNECT_TIMEOUT) {
-		leg_close_quiet(&s->upstream);
-		leg_close_rst(&s->client);
+		leg_close(&s->upstream, false);
+		leg_close(&s->client, true);
 		teardown = TEARDOWN_DONE_RST;
 	} else if (reason == REASON_CLIENT_FIN || reason == REASON_UPSTREAM_FIN) {
-		leg_close_quiet(&s->client);
-		leg_close_quiet(&s->upstream);
+		leg_close(&s->client, false);
+		leg_close(&s->upstream, false);
 	} else {
-		/* idle_timeout, shutdown: both peers alive, neither owed a reason. */
-		if (fin_mode) {
-			teardown = TEARDOWN_DONE_FIN;
-			leg_close_quiet(&s->client);
-			leg_close_quiet(&s->upstream);
-		} else {
-			teardown = TEARDOWN_DONE_RST;
-			leg_close_rst(&s->client);
-			leg_close_rst(&s->upstream);
-		}
+		/* idle_timeout, shutdown: both peers alive, both told the same way. */
+		teardown = fin_mode ? TEARDOWN_DONE_FIN : TEARDOWN_DONE_RST;
+		leg_close(&s->client, !fin_mode);
+		leg_close(&s->upstream, !fin_mode);
 	}
 
 	if (logging)
@@ -662,8 +652,8 @@ session_free(struct session *s)
 	struct proxy_listener *pl = s->pl;
 	struct worker *w = pl->worker;
 
-	leg_close_quiet(&s->client);
-	leg_close_quiet(&s->upstream);
+	leg_close(&s->client, false);
+	leg_close(&s->upstream, false);
 	leg_release_pipe(w, &s->client);
 	leg_release_pipe(w, &s->upstream);
 	LIST_REMOVE(s, entry);

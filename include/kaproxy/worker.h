@@ -23,9 +23,14 @@
 /* Pipes kept for reuse; a pipe is held by a direction only while bytes are in it. */
 #define WORKER_PIPE_POOL 64
 
-/* Bytes a pipe may hold: the most one splice moves, and the per-direction buffer bound. */
+/*
+ * Bytes a pipe may hold: the most one splice moves, and the per-direction
+ * buffer bound.  256 KiB moved 10-30 % more than the 64 KiB default in bulk
+ * runs here; its pages exist only while bytes sit in it.  (An unprivileged
+ * user past pipe-user-pages-soft gets smaller pipes: still correct.)
+ */
 #ifndef WORKER_PIPE_SIZE
-#define WORKER_PIPE_SIZE (64 * 1024)
+#define WORKER_PIPE_SIZE (256 * 1024)
 #endif
 
 struct session;

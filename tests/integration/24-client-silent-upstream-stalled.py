@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A client that goes silent while the proxy cannot deliver its bytes (the server stopped reading, so the client leg is not being read) is still found dead by the client leg's own keepalive, logged as client_timeout (not blamed on the stalled upstream), and the server gets an RST.
 
-The server never reads; the client sends 8 MB, which fills the server's
+The server never reads; the client tries to send 64 MB, which fills the server's
 receive buffer, the proxy's pipe and its socket buffers, then goes silent.
 Client policy 1s/1s/2 (bound 3 s); the upstream leg's user timeout is long
 (20 s), so an upstream_timeout would come far too late.
@@ -18,7 +18,7 @@ def main(t):
     srv = t.server()
     t.start_kaproxy({"t": lab.listener(client=CLIENT, upstream_policy=(10, 5, 2))})
     cli = t.pair(srv)
-    r = cli.cmd("send 8000000 3", timeout=10)
+    r = cli.cmd("send 64000000 3", timeout=10)
     t.check(r.status == "ERR" and "TIMEOUT" in r.raw,
             "the client cannot send everything: the path is stalled (%s)" % r)
     last = time.time()

@@ -12,6 +12,22 @@ any exit (normal, exception, SIGINT/SIGTERM/SIGHUP; atexit as a backstop), and
 children get PR_SET_PDEATHSIG so even a SIGKILLed harness leaves no process.
 Only PIDs started here are ever signalled.
 
+With nat (lab.run(..., nat=SECONDS) or Lab(args, nat=SECONDS)) a NAT
+namespace sits between client and proxy; the default topology is unchanged:
+
+    client ns              nat ns                        proxy ns
+    10.77.4.2 <--veth--> 10.77.4.1 | 10.77.1.2 <--veth--> 10.77.1.1 | ...
+
+The NAT masquerades the client as 10.77.1.2 (the address the proxy sees in
+both topologies) and behaves like a real one: conntrack established timeout
+SECONDS, nf_conntrack_tcp_loose = 0 (a mid-stream packet never re-creates an
+expired flow) and INVALID packets dropped in FORWARD and INPUT (silently: no
+RST from the NAT itself).
+
+check_within() also appends each measurement to a per-scenario file in
+measure_dir() (the build directory's netns-measure/, or $KAPROXY_MEASURE_DIR)
+for 99-measure-table.py.
+
 A scenario script looks like:
 
     import lab
@@ -56,6 +72,10 @@ LINKS = {
     "client": (CLIENT_IP, PROXY_CLIENT_IP),
     "server": (SERVER_IP, PROXY_SERVER_IP),
 }
+# NAT topology only: the client behind the NAT, the NAT's outside address
+# is CLIENT_IP.
+NAT_CLIENT_IP, NAT_INSIDE_IP = "10.77.4.2", "10.77.4.1"
+NAT_TIMEOUT_S = 8
 
 
 class Failure(Exception):
@@ -416,6 +436,30 @@ class Capture:
             marker.stop(signal.SIGKILL)
             self.proc.stop(signal.SIGINT, timeout=5)
 
+    FIELDS = ("frame.time_epoch", "ip.src", "tcp.srcport", "ip.dst", "tcp.dstport",
+              "tcp.seq_raw", "tcp.ack_raw", "tcp.len", "tcp.flags")
+
+    def packets(self, display_filter="tcp"):
+        """The captured TCP packets as dicts: t (POSIX seconds), src, sport,
+        dst, dport, seq, ack (raw, absolute), len, flags (int), and the
+        booleans syn, fin, rst, ackf.  Stops the capture first."""
+        self.stop()
+        r = sh(["tshark", "-n", "-r", self.pcap, "-Y", display_filter, "-T", "fields",
+                "-E", "separator=\t"] + [x for f in self.FIELDS for x in ("-e", f)],
+               check=False, timeout=60)
+        out = []
+        for line in r.stdout.splitlines():
+            col = line.split("\t")
+            if len(col) != len(self.FIELDS) or not col[0] or not col[5]:
+                continue
+            flags = int(col[8], 16)
+            out.append({"t": float(col[0]), "src": col[1], "sport": int(col[2]),
+                        "dst": col[3], "dport": int(col[4]), "seq": int(col[5]),
+                        "ack": int(col[6] or 0), "len": int(col[7] or 0), "flags": flags,
+                        "fin": bool(flags & 1), "syn": bool(flags & 2),
+                        "rst": bool(flags & 4), "ackf": bool(flags & 16)})
+        return out
+
     def text(self, display_filter=None):
         """tshark's one-line summaries (absolute times), markers left out."""
         self.stop()
@@ -469,16 +513,32 @@ def worst_case_s(policy):
 
 
 class Lab:
-    def __init__(self, args):
+    def __init__(self, args, nat=None):
+        """nat: None/False for the default three namespaces, else the NAT's
+        conntrack established timeout in seconds (True: NAT_TIMEOUT_S)."""
         self.args = args
         self.kaproxy_bin = getattr(args, "kaproxy", None)
         self.pid = os.getpid()
-        self.ns = {r: "%s%s-%d" % (NS_PREFIX, r[0], self.pid) for r in ROLES}
+        self.nat_timeout = (NAT_TIMEOUT_S if nat is True else nat) or None
+        self.roles = ROLES + (("nat",) if self.nat_timeout else ())
+        self.ns = {r: "%s%s-%d" % (NS_PREFIX, r[0], self.pid) for r in self.roles}
         # veth names (<=15 chars): kx<role><side><pid>
         self.veth = {
             "client": ("kxcc%d" % self.pid, "kxpc%d" % self.pid),
             "server": ("kxss%d" % self.pid, "kxps%d" % self.pid),
         }
+        # Per link (named by its outer end's role): addresses (end, far end)
+        # and the far end's role.
+        self.links = dict(LINKS)
+        self.far = {"client": "proxy", "server": "proxy"}
+        if self.nat_timeout:
+            self.veth["client"] = ("kxcc%d" % self.pid, "kxnc%d" % self.pid)
+            self.veth["nat"] = ("kxnp%d" % self.pid, "kxpc%d" % self.pid)
+            self.links["client"] = (NAT_CLIENT_IP, NAT_INSIDE_IP)
+            self.links["nat"] = (CLIENT_IP, PROXY_CLIENT_IP)
+            self.far["client"], self.far["nat"] = "nat", "proxy"
+        self.measure_path = None
+        self.scenario = None
         self.dir = tempfile.mkdtemp(prefix="kaproxy-lab-%d-" % self.pid)
         self._procs = []
         self._created = []
@@ -492,11 +552,44 @@ class Lab:
 
     def build(self):
         reap_stale_namespaces()
-        for role in ROLES:
+        for role in self.roles:
             self._add_ns(role)
         for role in ("client", "server"):
             self._link(role)
-        log("lab up: %s (dir %s)" % (", ".join(self.ns[r] for r in ROLES), self.dir))
+        if self.nat_timeout:
+            self._link("nat")
+            self._setup_nat()
+        log("lab up: %s (dir %s)" % (", ".join(self.ns[r] for r in self.roles), self.dir))
+
+    def _setup_nat(self):
+        """The NAT namespace forwards and masquerades the client, and is as
+        strict as a real NAT (see the module docstring)."""
+        inside, outside = self.veth["client"][1], self.veth["nat"][0]
+        for argv in (
+                ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"],
+                ["iptables", "-w", "5", "-t", "nat", "-A", "POSTROUTING", "-o", outside,
+                 "-j", "MASQUERADE"],
+                ["iptables", "-w", "5", "-A", "FORWARD", "-m", "conntrack", "--ctstate",
+                 "INVALID", "-j", "DROP"],
+                ["iptables", "-w", "5", "-A", "INPUT", "-m", "conntrack", "--ctstate",
+                 "INVALID", "-j", "DROP"],
+                # The conntrack sysctls exist once the rules above loaded it.
+                ["sysctl", "-q", "-w", "net.netfilter.nf_conntrack_tcp_loose=0"],
+                ["sysctl", "-q", "-w", "net.netfilter.nf_conntrack_tcp_timeout_established=%d"
+                 % self.nat_timeout]):
+            self.run("nat", argv)
+        log("%s: NAT %s -> %s (masquerade as %s), conntrack established timeout %ds, "
+            "tcp_loose 0, INVALID dropped" % (self.ns["nat"], inside, outside, CLIENT_IP,
+                                              self.nat_timeout))
+
+    def conntrack(self, dport=None):
+        """The NAT's conntrack TCP entries (conntrack -L), optionally only
+        those whose original destination port is dport: list of lines."""
+        argv = ["conntrack", "-L", "-p", "tcp"]
+        if dport is not None:
+            argv += ["--dport", str(dport)]
+        r = self.run("nat", argv, check=False)
+        return [l for l in r.stdout.splitlines() if l.startswith("tcp")]
 
     def _add_ns(self, role):
         ns = self.ns[role]
@@ -505,10 +598,11 @@ class Lab:
         sh(["ip", "-n", ns, "link", "set", "lo", "up"])
 
     def _link(self, role):
-        """veth between role's namespace and the proxy's, addresses, routes."""
+        """veth between role's namespace and the proxy's (the NAT's for the
+        client behind a NAT), addresses, routes."""
         end, proxy_end = self.veth[role]
-        ip, proxy_ip = LINKS[role]
-        ns, pns = self.ns[role], self.ns["proxy"]
+        ip, proxy_ip = self.links[role]
+        ns, pns = self.ns[role], self.ns[self.far[role]]
         sh(["ip", "link", "add", end, "netns", ns, "type", "veth",
             "peer", "name", proxy_end, "netns", pns])
         sh(["ip", "-n", ns, "addr", "add", ip + "/24", "dev", end])
@@ -658,12 +752,12 @@ class Lab:
         end, proxy_end = self.veth[role]
         # Deleting the proxy's end removes the pair at once, even if the old
         # namespace lingers for a while because of orphaned sockets.
-        sh(["ip", "-n", self.ns["proxy"], "link", "del", proxy_end])
+        sh(["ip", "-n", self.ns[self.far[role]], "link", "del", proxy_end])
         sh(["ip", "netns", "del", ns])
         self._created.remove(ns)
         self._add_ns(role)
         self._link(role)
-        log("%s rebooted (fresh namespace, same address %s)" % (ns, LINKS[role][0]))
+        log("%s rebooted (fresh namespace, same address %s)" % (ns, self.links[role][0]))
 
     def capture(self, bpf, role="proxy"):
         """Start dumpcap in role's namespace with capture filter bpf, or None
@@ -681,17 +775,39 @@ class Lab:
         else:
             raise Failure(msg)
 
-    def check_within(self, what, measured_s, bound_s, slack_s, lower_s=None):
+    def check_within(self, what, measured_s, bound_s, slack_s, lower_s=None,
+                     leg=None, situation=None):
         """Print a measured time next to its bound; fail above bound+slack
-        (or below lower_s when given)."""
+        (or below lower_s when given).  leg and situation (optional) label
+        the row of the measurement table (99-measure-table.py)."""
         line = "%s: measured %.2fs, configured bound %.2fs (+%.2fs slack)" % (
             what, measured_s, bound_s, slack_s)
         log(line)
         print("MEASURE " + line, flush=True)
+        verdict = "ok"
         if measured_s > bound_s + slack_s:
+            verdict = "too slow"
+        elif lower_s is not None and measured_s < lower_s:
+            verdict = "too early"
+        self._record(what, measured_s, bound_s, slack_s, leg, situation, verdict)
+        if verdict == "too slow":
             raise Failure(line + ": too slow")
-        if lower_s is not None and measured_s < lower_s:
+        if verdict == "too early":
             raise Failure(line + ": earlier than the %.2fs the policy allows" % lower_s)
+
+    def _record(self, what, measured_s, bound_s, slack_s, leg, situation, verdict):
+        """Append one measurement to this scenario's file (tab separated:
+        scenario, leg, situation, bound, slack, measured, verdict, what)."""
+        if not self.measure_path:
+            return
+        row = [self.scenario or "-", leg or "-", situation or "-", "%.2f" % bound_s,
+               "%.2f" % slack_s, "%.2f" % measured_s, verdict, what]
+        try:
+            os.makedirs(os.path.dirname(self.measure_path), exist_ok=True)
+            with open(self.measure_path, "a") as f:
+                f.write("\t".join(c.replace("\t", " ") for c in row) + "\n")
+        except OSError as e:
+            log("cannot record the measurement in %s: %s" % (self.measure_path, e))
 
     # -- tear-down -------------------------------------------------------------------
 
@@ -742,7 +858,7 @@ def reap_stale_namespaces():
     r = sh(["ip", "netns", "list"], check=False)
     for line in r.stdout.splitlines():
         name = line.split()[0] if line.split() else ""
-        m = re.match(r"^%s[cps]-(\d+)$" % NS_PREFIX, name)
+        m = re.match(r"^%s[cpsn]-(\d+)$" % NS_PREFIX, name)
         if m and not os.path.exists("/proc/%s" % m.group(1)):
             log("removing stale namespace %s" % name)
             sh(["ip", "netns", "del", name], check=False)
@@ -790,11 +906,37 @@ def parse_args(extra=None):
     return ap.parse_args()
 
 
-def run(main, doc, extra_args=None, need_kaproxy=True):
-    """Entry point of a scenario: build a lab, run main(lab), report, exit."""
+def measure_dir(kaproxy_bin=None):
+    """Where check_within() records: $KAPROXY_MEASURE_DIR, else netns-measure/
+    in the build directory holding kaproxy_bin (a directory with a
+    CMakeCache.txt), else /tmp/kaproxy-netns-measure."""
+    d = os.environ.get("KAPROXY_MEASURE_DIR")
+    if d:
+        return os.path.abspath(d)
+    if kaproxy_bin:
+        bd = os.path.dirname(os.path.abspath(kaproxy_bin))
+        if os.path.exists(os.path.join(bd, "CMakeCache.txt")):
+            return os.path.join(bd, "netns-measure")
+    return os.path.join(tempfile.gettempdir(), "kaproxy-netns-measure")
+
+
+def run(main, doc, extra_args=None, need_kaproxy=True, nat=None, record=True):
+    """Entry point of a scenario: build a lab, run main(lab), report, exit.
+
+    nat: see Lab (may also be a function of the parsed arguments).
+    record: keep this run's measurements in measure_dir() (the file of the
+    previous run of the same script is replaced)."""
     global _current
     args = parse_args(extra_args)
     name = os.path.basename(sys.argv[0])
+    scenario = os.path.splitext(name)[0]
+    measure_path = None
+    if record:
+        measure_path = os.path.join(measure_dir(args.kaproxy), scenario + ".tsv")
+        try:
+            os.unlink(measure_path)
+        except OSError:
+            pass
     goal = (doc or "").strip().splitlines()[0] if doc else name
     print("==== %s: %s" % (name, goal), flush=True)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -811,7 +953,8 @@ def run(main, doc, extra_args=None, need_kaproxy=True):
                   % (name, args.kaproxy), flush=True)
             sys.exit(1)
         args.kaproxy = os.path.abspath(args.kaproxy)
-    lab = Lab(args)
+    lab = Lab(args, nat=nat(args) if callable(nat) else nat)
+    lab.scenario, lab.measure_path = scenario, measure_path
     _current = lab
     status = 1
     started = time.monotonic()
