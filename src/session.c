@@ -197,6 +197,31 @@ leg_failed(struct leg *leg, int err)
  * Move bytes received on src to dst until a socket would block.  Returns 0
  * while the session lives, -1 once it has been closed.
  */
+/*
+ * Send what src's pipe holds on dst until it is empty (returns 0) or dst
+ * would block (1); -1 with errno set when dst failed.
+ */
+static int
+pipe_flush(struct leg *src, struct leg *dst)
+{
+	ssize_t n;
+
+	while (src->pipe_len > 0) {
+		n = splice(src->pipe[0], NULL, dst->fd, NULL, src->pipe_len,
+		    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		if (n > 0) {
+			src->pipe_len -= (uint32_t)n;
+			continue;
+		}
+		if (n < 0 && errno == EAGAIN)
+			return 1;
+		if (n == 0)
+			errno = EPIPE;
+		return -1;
+	}
+	return 0;
+}
+
 static int
 pump(struct leg *src, struct leg *dst)
 {
@@ -207,16 +232,11 @@ pump(struct leg *src, struct leg *dst)
 	ssize_t n;
 
 	for (;;) {
-		if (src->pipe_len > 0) {
-			n = splice(src->pipe[0], NULL, dst->fd, NULL, src->pipe_len,
-			    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-			if (n > 0) {
-				src->pipe_len -= (uint32_t)n;
-				continue;
-			}
-			if (n < 0 && errno == EAGAIN)
-				return 0;   /* dst's write edge resumes us */
-			return leg_failed(dst, n == 0 ? EPIPE : errno);
+		switch (pipe_flush(src, dst)) {
+		case 1:
+			return 0;   /* dst's write edge resumes us */
+		case -1:
+			return leg_failed(dst, errno);
 		}
 		if (src->eof) {
 			if (!dst->shut) {
@@ -395,15 +415,10 @@ linger_event(struct leg *leg, short what)
 
 	if (what & EV_TIMEOUT)
 		goto done;
-	while (dead->pipe_len > 0) {
-		n = splice(dead->pipe[0], NULL, leg->fd, NULL, dead->pipe_len,
-		    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-		if (n > 0) {
-			dead->pipe_len -= (uint32_t)n;
-			continue;
-		}
-		if (n < 0 && errno == EAGAIN)
-			return;
+	switch (pipe_flush(dead, leg)) {
+	case 1:
+		return;
+	case -1:
 		goto done;
 	}
 	if (!leg->shut) {
