@@ -477,12 +477,14 @@ upstream_connect_next(struct session *s)
 		fd = socket(ep->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 		if (fd == -1) {
 			s->err = errno;
+			s->all_timed_out = 0;
 			log_warn("session %llu: socket for upstream %s",
 			    (unsigned long long)s->id, ep->text);
 			break;
 		}
 		if (sockopt_apply_policy(fd, &lc->upstream, "upstream") == -1) {
 			s->err = errno;
+			s->all_timed_out = 0;
 			close(fd);
 			break;
 		}

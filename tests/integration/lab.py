@@ -484,12 +484,13 @@ def fmt_duration(v):
 class Kaproxy(Proc):
     """A running kaproxy with its INI file and access log."""
 
-    def __init__(self, lab, binary, ini_text, name="kaproxy"):
+    def __init__(self, lab, binary, ini_text, name="kaproxy", wrapper=()):
         self.ini_path = os.path.join(lab.dir, name + ".ini")
         with open(self.ini_path, "w") as f:
             f.write(ini_text)
         log("%s config:\n%s" % (name, ini_text.rstrip()))
-        super().__init__(lab, lab.ns["proxy"], [binary, "-c", self.ini_path], name)
+        # wrapper: a command that execs the rest (e.g. prlimit), so the PID stays kaproxy's
+        super().__init__(lab, lab.ns["proxy"], list(wrapper) + [binary, "-c", self.ini_path], name)
 
 
 def listener(listen="%s:7000" % PROXY_CLIENT_IP, upstream="%s:7001" % SERVER_IP,
@@ -682,13 +683,13 @@ class Lab:
             out.append("")
         return "\n".join(out)
 
-    def start_kaproxy(self, listeners, global_keys=None, wait=15.0):
+    def start_kaproxy(self, listeners, global_keys=None, wait=15.0, wrapper=()):
         """Write an INI for listeners ({name: {key: value}}), start kaproxy in the
         proxy namespace and wait until every listen address is in LISTEN."""
         if not self.kaproxy_bin:
             raise RuntimeError("no --kaproxy binary given")
         ini = self.kaproxy_ini(listeners, global_keys)
-        px = Kaproxy(self, self.kaproxy_bin, ini)
+        px = Kaproxy(self, self.kaproxy_bin, ini, wrapper=wrapper)
         self.kaproxy = px
         wanted = {keys["listen"] for keys in listeners.values()}
         self.wait_listening(px, wanted, wait)
