@@ -38,6 +38,9 @@ def main(t):
     t.check(http(t, "/nope")[0] == 404, "unknown path: 404")
     t.check(http(t, "/metrics", "POST")[0] == 405, "POST /metrics: 405")
     t.check(http(t, "/connections?limit=0")[0] == 400, "limit=0: 400")
+    r = t.run("proxy", ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H",
+                        "X-Big: " + "x" * 9000, "http://%s/healthz" % ADMIN], check=False, timeout=10)
+    t.check(r.stdout.strip() != "200", "a request with 9 KB of headers is refused (%r)" % r.stdout)
 
     cli = t.pair(srv)
     t.exchange(cli, srv)
