@@ -8,8 +8,8 @@
  * never enter user space, and an idle session holds no buffer at all.
  *
  * Backpressure: a direction reads its source only when its pipe is empty, so
- * at most one pipe (WORKER_PIPE_SIZE, 256 KiB) per direction is buffered beyond the kernel's
- * socket buffers.  Half-close: a FIN read on one leg becomes shutdown(SHUT_WR)
+ * at most one pipe (WORKER_PIPE_SIZE, 256 KiB) per direction is buffered
+ * beyond the kernel's socket buffers.  Half-close: a FIN read on one leg becomes shutdown(SHUT_WR)
  * on the other once the pipe is drained; the other direction keeps flowing.
  *
  * session_close() is the only way a session ends: it decides the teardown,
@@ -93,7 +93,7 @@ session_struct_size(void)
 }
 
 static uint64_t
-now_ms(struct worker *w)
+now_ms(void)
 {
 	struct timespec ts;
 
@@ -101,7 +101,6 @@ now_ms(struct worker *w)
 	 * Monotonic (a wall-clock step must not fire or starve idle_timeout),
 	 * and a vDSO read: no syscall on the per-splice path.
 	 */
-	(void)w;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
@@ -194,10 +193,6 @@ leg_failed(struct leg *leg, int err)
 }
 
 /*
- * Move bytes received on src to dst until a socket would block.  Returns 0
- * while the session lives, -1 once it has been closed.
- */
-/*
  * Send what src's pipe holds on dst until it is empty (returns 0) or dst
  * would block (1); -1 with errno set when dst failed.
  */
@@ -222,6 +217,10 @@ pipe_flush(struct leg *src, struct leg *dst)
 	return 0;
 }
 
+/*
+ * Move bytes received on src to dst until a socket would block.  Returns 0
+ * while the session lives, -1 once it has been closed.
+ */
 static int
 pump(struct leg *src, struct leg *dst)
 {
@@ -258,7 +257,7 @@ pump(struct leg *src, struct leg *dst)
 		    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 		if (n > 0) {
 			/* Activity is bytes moving, not readiness (idle_timeout). */
-			s->last_active_ms = now_ms(w);
+			s->last_active_ms = now_ms();
 			src->pipe_len = (uint32_t)n;
 			src->bytes_in += (uint64_t)n;
 			if (src->side == SIDE_CLIENT)
@@ -308,7 +307,7 @@ static void
 idle_check(struct session *s)
 {
 	uint64_t idle = s->pl->cfg->idle_timeout_ms;
-	uint64_t quiet = now_ms(s->pl->worker) - s->last_active_ms;
+	uint64_t quiet = now_ms() - s->last_active_ms;
 	struct timeval tv;
 
 	if (quiet >= idle) {
@@ -356,7 +355,7 @@ session_running(struct session *s, short what)
 	struct timeval idle;
 
 	s->state = STATE_RUNNING;
-	s->last_active_ms = now_ms(w);
+	s->last_active_ms = now_ms();
 	stats_observe(&s->pl->stats->connect_seconds, stats_connect_bounds,
 	    STATS_CONNECT_BUCKETS, (double)(s->last_active_ms - s->start_ms) / 1000.0);
 
@@ -525,7 +524,7 @@ session_start(struct proxy_listener *pl, int fd, const struct sockaddr *addr, so
 	s->pl = pl;
 	listener_ref(pl);
 	s->id = atomic_fetch_add_explicit(&w->shared->next_id, 1, memory_order_relaxed) + 1;
-	s->start_ms = now_ms(w);
+	s->start_ms = now_ms();
 	s->last_active_ms = s->start_ms;
 	if (addrlen > sizeof(s->client_addr))
 		addrlen = sizeof(s->client_addr);
@@ -562,7 +561,7 @@ session_log(struct session *s, enum teardown_action teardown, int have_client,
 		.listener = lc->name,
 		.client = (const struct sockaddr *)&s->client_addr,
 		.upstream = current_upstream(s)->text,
-		.duration_ms = now_ms(s->pl->worker) - s->start_ms,
+		.duration_ms = now_ms() - s->start_ms,
 		.bytes_from_client = s->client.bytes_in,
 		.bytes_to_client = s->upstream.bytes_in,
 		.reason = (enum close_reason)s->reason,
@@ -726,13 +725,13 @@ session_render_json(struct session *s, char *buf, size_t size)
 	    (unsigned long long)s->id, s->pl->worker->index);
 	json_escape(buf, size, &len, s->pl->cfg->name);
 	json_append(buf, size, &len, "\",\"state\":\"%s\",\"age_ms\":%llu,\"client\":\"%s\",\"upstream\":\"",
-	    states[s->state], (unsigned long long)(now_ms(s->pl->worker) - s->start_ms),
+	    states[s->state], (unsigned long long)(now_ms() - s->start_ms),
 	    sockaddr_text((const struct sockaddr *)&s->client_addr, addr, sizeof(addr)));
 	json_escape(buf, size, &len, current_upstream(s)->text);
 	json_append(buf, size, &len,
 	    "\",\"bytes_from_client\":%llu,\"bytes_to_client\":%llu,\"idle_ms\":%llu",
 	    (unsigned long long)s->client.bytes_in, (unsigned long long)s->upstream.bytes_in,
-	    (unsigned long long)(now_ms(s->pl->worker) - s->last_active_ms));
+	    (unsigned long long)(now_ms() - s->last_active_ms));
 	json_tcp_snapshot(buf, size, &len, "client_tcp", have_client ? &client_tcp : NULL);
 	json_tcp_snapshot(buf, size, &len, "upstream_tcp", have_upstream ? &upstream_tcp : NULL);
 	json_append(buf, size, &len, "}");
