@@ -144,6 +144,8 @@ def _hexaddr(text):
         addr = socket.inet_ntop(socket.AF_INET6, raw)
         if addr.startswith("::ffff:"):
             addr = addr[7:]
+        else:
+            addr = "[%s]" % addr    # the [v6]:port form kaproxy's config and log use
     return "%s:%d" % (addr, int(port, 16))
 
 

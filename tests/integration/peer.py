@@ -68,16 +68,29 @@ class Conn:
         self.received = 0
 
 
+def parse_endpoint(text):
+    """'1.2.3.4:5' or '[v6]:5' -> (family, (host, port))."""
+    host, port = text.rsplit(":", 1)
+    if host.startswith("[") and host.endswith("]"):
+        return socket.AF_INET6, (host[1:-1], int(port))
+    return socket.AF_INET, (host, int(port))
+
+
+def fmt_endpoint(addr):
+    """A socket address tuple as '1.2.3.4:5' or '[v6]:5'."""
+    return ("[%s]:%d" if ":" in addr[0] else "%s:%d") % (addr[0], addr[1])
+
+
 class PeerProc:
     def __init__(self, listen, backlog):
         self.conns = []
         self.cur = None
         self.lsock = None
         if listen:
-            host, port = listen.rsplit(":", 1)
-            self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            family, addr = parse_endpoint(listen)
+            self.lsock = socket.socket(family, socket.SOCK_STREAM)
             self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.lsock.bind((host, int(port)))
+            self.lsock.bind(addr)
             self.lsock.listen(backlog)
             self.send_base, self.recv_base = S2C, C2S
             out("READY listen=%s" % listen)
@@ -93,11 +106,11 @@ class PeerProc:
     # -- commands ------------------------------------------------------------
 
     def do_connect(self, target, t="10"):
-        host, port = target.rsplit(":", 1)
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        family, addr = parse_endpoint(target)
+        s = socket.socket(family, socket.SOCK_STREAM)
         s.settimeout(float(t))
         try:
-            s.connect((host, int(port)))
+            s.connect(addr)
         except socket.timeout:
             s.close()
             return "ERR errno=TIMEOUT"
@@ -106,7 +119,7 @@ class PeerProc:
             return "ERR errno=%s" % errname(e)
         self.cur = Conn(s, self.send_base, self.recv_base)
         self.conns.append(self.cur)
-        return "OK local=%s:%d peer=%s:%d" % (s.getsockname() + s.getpeername())
+        return "OK local=%s peer=%s" % (fmt_endpoint(s.getsockname()), fmt_endpoint(s.getpeername()))
 
     def do_accept(self, t="10"):
         if not self.lsock:
@@ -118,7 +131,7 @@ class PeerProc:
             return "ERR why=TIMEOUT"
         self.cur = Conn(s, self.send_base, self.recv_base)
         self.conns.append(self.cur)
-        return "OK conn=%d peer=%s:%d" % ((len(self.conns) - 1,) + addr)
+        return "OK conn=%d peer=%s" % (len(self.conns) - 1, fmt_endpoint(addr))
 
     def do_use(self, n):
         self.cur = self.conns[int(n)]
@@ -220,8 +233,8 @@ class PeerProc:
     def do_info(self):
         c = self.conn()
         try:
-            local = "%s:%d" % c.sock.getsockname()
-            peer = "%s:%d" % c.sock.getpeername()
+            local = fmt_endpoint(c.sock.getsockname())
+            peer = fmt_endpoint(c.sock.getpeername())
         except OSError as e:
             local = peer = errname(e)
         return "OK local=%s peer=%s sent=%d received=%d" % (local, peer, c.sent, c.received)
