@@ -1,7 +1,7 @@
 /*
  * Goal: the Prometheus exposition is well formed: label values escaped,
  * histogram buckets cumulative and ending in +Inf == _count, every family
- * the admin issue requires present.
+ * the admin endpoint promises present.
  */
 #include <setjmp.h>
 #include <stdarg.h>
