@@ -389,7 +389,12 @@ connecting_event(struct session *s, short what)
 	if (what & EV_TIMEOUT) {
 		s->err = ETIMEDOUT;
 	} else {
-		if (getsockopt(s->upstream.fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+		/*
+		 * epoll reports an error or hang-up as read+write readiness; write
+		 * readiness alone is a completed connect, with no syscall to ask.
+		 */
+		if ((what & EV_READ) &&
+		    getsockopt(s->upstream.fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
 			err = errno;
 		if (err == 0) {
 			session_running(s, what);
