@@ -86,12 +86,6 @@ struct session {
 	int err;                    /* errno behind the reason */
 };
 
-size_t
-session_struct_size(void)
-{
-	return sizeof(struct session);
-}
-
 static uint64_t
 now_ms(void)
 {

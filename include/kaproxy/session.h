@@ -38,7 +38,4 @@ const char *session_listener_name(const struct session *s);
  */
 size_t session_render_json(struct session *s, char *buf, size_t size);
 
-/* Bytes of one session, for the README's memory budget and a unit check. */
-size_t session_struct_size(void);
-
 #endif
