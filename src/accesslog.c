@@ -8,6 +8,7 @@
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,39 +32,74 @@ same_spec(const char *a, const char *b)
 	return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
 }
 
-int
-accesslog_open(const char *path)
-{
-	char *spec = NULL, *file = NULL;
-	int fd = -1;
+/* Opened by accesslog_prepare, installed by accesslog_commit. */
+static struct {
+	bool ready;
+	int fd;
+	char *path, *spec;
+} pending = { .fd = -1 };
 
+int
+accesslog_prepare(const char *path)
+{
+	accesslog_abort();
 	if (same_spec(path, log_spec))
-		return 0;
-	if (path != NULL && (spec = strdup(path)) == NULL) {
+		return 0;       /* nothing to install */
+	if (path != NULL && (pending.spec = strdup(path)) == NULL) {
 		log_warn("access_log");
 		return -1;
 	}
 	if (path != NULL && strcmp(path, "-") == 0) {
-		fd = STDOUT_FILENO;
+		pending.fd = STDOUT_FILENO;
 	} else if (path != NULL) {
-		fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-		if (fd == -1 || (file = strdup(path)) == NULL) {
+		pending.fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+		if (pending.fd == -1 || (pending.path = strdup(path)) == NULL) {
 			log_warn("access_log %s", path);
-			if (fd != -1)
-				close(fd);
-			free(spec);
+			accesslog_abort();
 			return -1;
 		}
 	}
+	pending.ready = true;
+	return 1;
+}
+
+void
+accesslog_commit(void)
+{
+	if (!pending.ready)
+		return;
 	/*
 	 * A file being replaced by a reload stays open: another thread may be
 	 * writing a line to it right now.  One fd per change of access_log.
 	 */
-	atomic_store(&log_fd, fd);
+	atomic_store(&log_fd, pending.fd);
 	free(log_path);
 	free(log_spec);
-	log_path = file;
-	log_spec = spec;
+	log_path = pending.path;
+	log_spec = pending.spec;
+	pending.fd = -1;
+	pending.path = pending.spec = NULL;
+	pending.ready = false;
+}
+
+void
+accesslog_abort(void)
+{
+	if (pending.fd > STDERR_FILENO)
+		close(pending.fd);
+	free(pending.path);
+	free(pending.spec);
+	pending.fd = -1;
+	pending.path = pending.spec = NULL;
+	pending.ready = false;
+}
+
+int
+accesslog_open(const char *path)
+{
+	if (accesslog_prepare(path) == -1)
+		return -1;
+	accesslog_commit();
 	return 0;
 }
 

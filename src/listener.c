@@ -178,54 +178,111 @@ retire(struct proxy_listener *pl)
 		proxy_listener_free(pl);
 }
 
-int
-listener_apply(struct worker *w, struct generation *gen)
+/*
+ * Prepare lc's listener: a new socket, or the policy re-applied to the
+ * socket of the running listener with the same address (handed over at
+ * commit).  Returns the listener, or NULL after logging why.
+ */
+static struct proxy_listener *
+prepare_one(struct worker *w, struct generation *gen, const struct listener_config *lc)
 {
-	const struct config *cfg = gen->cfg;
-	struct proxy_listener **fresh;
-	struct proxy_listener *old, *pl;
-	size_t i;
+	char what[CONFIG_NAME_MAX + 16];
+	struct proxy_listener *pl, *old;
 	int fd;
 
-	fresh = calloc(cfg->n_listeners, sizeof(*fresh));
-	if (fresh == NULL) {
+	pl = proxy_listener_new(w, gen, lc);
+	if (pl == NULL) {
+		log_warn("listener %s", lc->name);
+		return NULL;
+	}
+	old = find_by_address(w, &lc->listen);
+	if (old != NULL) {
+		snprintf(what, sizeof(what), "listener %s", lc->name);
+		if (sockopt_apply_policy(evconnlistener_get_fd(old->evl), &lc->client, what) == -1) {
+			/* Part of it may be set: put the running policy back. */
+			(void)sockopt_apply_policy(evconnlistener_get_fd(old->evl), &old->cfg->client,
+			    what);
+			goto err;
+		}
+		return pl;
+	}
+	fd = listen_socket(lc, w->reuseport);
+	if (fd == -1)
+		goto err;
+	pl->evl = evconnlistener_new(w->base, accept_cb, pl,
+	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_DISABLED, 0, fd);
+	if (pl->evl == NULL) {
+		log_warn("listener %s: evconnlistener", lc->name);
+		close(fd);
+		goto err;
+	}
+	evconnlistener_set_error_cb(pl->evl, accept_error_cb);
+	return pl;
+err:
+	proxy_listener_free(pl);
+	return NULL;
+}
+
+int
+listener_prepare(struct worker *w, struct generation *gen)
+{
+	const struct config *cfg = gen->cfg;
+	size_t i;
+
+	if (w->pending != NULL)
+		listener_abort(w);
+	/* One more slot than needed, so an empty config still gets an array. */
+	w->pending = calloc(cfg->n_listeners + 1, sizeof(*w->pending));
+	if (w->pending == NULL) {
 		log_warn("listeners");
 		return -1;
 	}
-	/* First everything that can fail: new sockets, new objects. */
+	w->n_pending = cfg->n_listeners;
 	for (i = 0; i < cfg->n_listeners; i++) {
-		const struct listener_config *lc = &cfg->listeners[i];
-
-		fresh[i] = proxy_listener_new(w, gen, lc);
-		if (fresh[i] == NULL) {
-			log_warn("listener %s", lc->name);
-			goto err;
+		w->pending[i] = prepare_one(w, gen, &cfg->listeners[i]);
+		if (w->pending[i] == NULL) {
+			listener_abort(w);
+			return -1;
 		}
-		old = find_by_address(w, &lc->listen);
-		if (old != NULL) {
-			char what[CONFIG_NAME_MAX + 16];
-
-			snprintf(what, sizeof(what), "listener %s", lc->name);
-			if (sockopt_apply_policy(evconnlistener_get_fd(old->evl), &lc->client,
-			    what) == -1)
-				goto err;
-			continue;
-		}
-		fd = listen_socket(lc, w->reuseport);
-		if (fd == -1)
-			goto err;
-		fresh[i]->evl = evconnlistener_new(w->base, accept_cb, fresh[i],
-		    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_DISABLED, 0, fd);
-		if (fresh[i]->evl == NULL) {
-			log_warn("listener %s: evconnlistener", lc->name);
-			close(fd);
-			goto err;
-		}
-		evconnlistener_set_error_cb(fresh[i]->evl, accept_error_cb);
 	}
-	/* Then the swap, which cannot fail. */
-	for (i = 0; i < cfg->n_listeners; i++) {
-		pl = fresh[i];
+	return 0;
+}
+
+void
+listener_abort(struct worker *w)
+{
+	struct proxy_listener *pl, *old;
+	char what[CONFIG_NAME_MAX + 16];
+	size_t i;
+
+	for (i = 0; i < w->n_pending; i++) {
+		pl = w->pending[i];
+		if (pl == NULL)
+			continue;
+		/* A socket that was to be handed over gets its running policy back. */
+		old = pl->evl == NULL ? find_by_address(w, &pl->cfg->listen) : NULL;
+		if (old != NULL) {
+			snprintf(what, sizeof(what), "listener %s", old->cfg->name);
+			if (sockopt_apply_policy(evconnlistener_get_fd(old->evl), &old->cfg->client,
+			    what) == -1)
+				log_warnx("%s: keeps the new client policy after the failed reload",
+				    what);
+		}
+		proxy_listener_free(pl);
+	}
+	free(w->pending);
+	w->pending = NULL;
+	w->n_pending = 0;
+}
+
+void
+listener_commit(struct worker *w)
+{
+	struct proxy_listener *old, *pl;
+	size_t i;
+
+	for (i = 0; i < w->n_pending; i++) {
+		pl = w->pending[i];
 		old = find_by_address(w, &pl->cfg->listen);
 		if (old != NULL) {
 			pl->evl = old->evl;
@@ -237,20 +294,16 @@ listener_apply(struct worker *w, struct generation *gen)
 	}
 	while ((old = LIST_FIRST(&w->listeners)) != NULL)
 		retire(old);
-	for (i = 0; i < cfg->n_listeners; i++) {
-		LIST_INSERT_HEAD(&w->listeners, fresh[i], entry);
-		evconnlistener_enable(fresh[i]->evl);
-		log_info("listener %s: %s -> %zu upstream(s)", fresh[i]->cfg->name,
-		    fresh[i]->cfg->listen.text, fresh[i]->cfg->n_upstreams);
+	for (i = 0; i < w->n_pending; i++) {
+		pl = w->pending[i];
+		LIST_INSERT_HEAD(&w->listeners, pl, entry);
+		evconnlistener_enable(pl->evl);
+		log_info("listener %s: %s -> %zu upstream(s)", pl->cfg->name, pl->cfg->listen.text,
+		    pl->cfg->n_upstreams);
 	}
-	free(fresh);
-	return 0;
-err:
-	for (i = 0; i < cfg->n_listeners; i++)
-		if (fresh[i] != NULL)
-			proxy_listener_free(fresh[i]);
-	free(fresh);
-	return -1;
+	free(w->pending);
+	w->pending = NULL;
+	w->n_pending = 0;
 }
 
 void

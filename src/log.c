@@ -3,6 +3,7 @@
  */
 #include <errno.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,18 +13,29 @@
 
 #include "kaproxy/log.h"
 
-static enum log_level log_level = LOG_LEVEL_INFO;
+/*
+ * Written by a reload on the main thread while every worker reads it: an
+ * atomic with relaxed order (a line printed at the old level during the swap
+ * is harmless; a torn or raced read is not allowed).
+ */
+static atomic_int log_level = LOG_LEVEL_INFO;
 
 void
 log_set_level(enum log_level level)
 {
-	log_level = level;
+	atomic_store_explicit(&log_level, (int)level, memory_order_relaxed);
+}
+
+static int
+level_now(void)
+{
+	return atomic_load_explicit(&log_level, memory_order_relaxed);
 }
 
 int
 log_debug_enabled(void)
 {
-	return log_level >= LOG_LEVEL_DEBUG;
+	return level_now() >= LOG_LEVEL_DEBUG;
 }
 
 static void
@@ -62,7 +74,7 @@ log_vline(const char *label, int errnum, const char *fmt, va_list ap)
 #define LOG_BODY(level, label, errnum)                  \
 	do {                                            \
 		va_list ap;                             \
-		if (log_level < (level))                \
+		if (level_now() < (level))              \
 			return;                         \
 		va_start(ap, fmt);                      \
 		log_vline((label), (errnum), fmt, ap);  \

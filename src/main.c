@@ -107,18 +107,28 @@ drain_start(struct daemon *d)
 			log_warnx("worker %u: cannot start its drain", i);
 }
 
-struct apply_call {
-	struct generation *gen;
-	int result;
-};
+/*
+ * Put gen on every worker or on none (worker_apply_all), with the access log
+ * as the process's part of the same transaction.  Returns 0 or -1 (logged).
+ */
+static int
+apply_config(struct daemon *d, struct generation *gen)
+{
+	if (accesslog_prepare(gen->cfg->access_log) == -1)
+		return -1;
+	if (worker_apply_all(d->workers, d->n_workers, gen) == -1) {
+		accesslog_abort();
+		return -1;
+	}
+	accesslog_commit();
+	return 0;
+}
 
 static void
-apply_one(struct worker *w, void *arg)
+reload_failed(struct daemon *d, const char *why)
 {
-	struct apply_call *call = arg;
-
-	if (listener_apply(w, call->gen) == -1)
-		call->result = -1;
+	log_errorx("reload failed, keeping the running configuration%s%s", *why ? ": " : "", why);
+	STAT_ADD(d->proc.reloads_failed, 1);
 }
 
 static void
@@ -126,22 +136,19 @@ reload(struct daemon *d)
 {
 	const struct config *old = d->current->cfg;
 	char err[CONFIG_ERR_MAX];
-	struct apply_call call = { 0 };
+	struct generation *gen;
 	struct config *cfg;
-	unsigned i;
 
 	if (atomic_load(&d->shared.draining))
 		return;
 	if (config_load(d->config_path, &cfg, err, sizeof(err)) == -1) {
-		log_errorx("reload failed, keeping the running configuration: %s", err);
-		d->proc.reloads_failed++;
+		reload_failed(d, err);
 		return;
 	}
-	call.gen = generation_new(cfg);
-	if (call.gen == NULL) {
-		log_warn("reload");
+	gen = generation_new(cfg);
+	if (gen == NULL) {
 		config_free(cfg);
-		d->proc.reloads_failed++;
+		reload_failed(d, strerror(ENOMEM));
 		return;
 	}
 	if (cfg->admin_enabled != old->admin_enabled ||
@@ -149,28 +156,16 @@ reload(struct daemon *d)
 		log_warnx("reload: admin_listen changes take effect at the next start");
 	if (cfg->workers != old->workers)
 		log_warnx("reload: workers changes take effect at the next start");
-	/*
-	 * Worker by worker, each on its own loop.  Every worker does the same
-	 * binds, so in practice the first fails or none does; a later one
-	 * failing leaves the earlier ones on the new config, which is logged.
-	 */
-	for (i = 0; i < d->n_workers && call.result == 0; i++) {
-		worker_call(&d->workers[i], apply_one, &call);
-		if (call.result == -1 && i > 0)
-			log_errorx("reload: worker %u failed after %u applied it", i, i);
-	}
-	if (call.result == -1) {
-		log_errorx("reload failed, keeping the running configuration");
-		generation_unref(call.gen);
-		d->proc.reloads_failed++;
+	if (apply_config(d, gen) == -1) {
+		generation_unref(gen);
+		reload_failed(d, "");
 		return;
 	}
 	atomic_store(&d->shared.max_connections, cfg->max_connections);
 	log_set_level(cfg->log_level);
-	accesslog_open(cfg->access_log);
 	generation_unref(d->current);
-	d->current = call.gen;
-	d->proc.reloads_ok++;
+	d->current = gen;
+	STAT_ADD(d->proc.reloads_ok, 1);
 	log_info("reloaded %s", d->config_path);
 }
 
@@ -242,12 +237,10 @@ run(struct daemon *d, struct config *cfg)
 			goto out;
 		}
 		worker_init(&d->workers[i], base, &d->shared, i, d->n_workers > 1);
-		if (listener_apply(&d->workers[i], d->current) == -1)
-			goto out;
 	}
-	base = d->workers[0].base;
-	if (accesslog_open(cfg->access_log) == -1)
+	if (apply_config(d, d->current) == -1)
 		goto out;
+	base = d->workers[0].base;
 	if (cfg->admin_enabled) {
 		d->admin = admin_start(d->workers, d->n_workers, &cfg->admin_listen, &d->proc);
 		if (d->admin == NULL)
@@ -282,6 +275,9 @@ run(struct daemon *d, struct config *cfg)
 	else
 		rc = 0;
 stop:
+	/* The admin thread goes first: it may have parts out on the workers. */
+	admin_free(d->admin);
+	d->admin = NULL;
 	for (i = 1; i < started; i++) {
 		event_base_loopexit(d->workers[i].base, NULL);
 		pthread_join(d->workers[i].thread, NULL);

@@ -666,11 +666,16 @@ session_free(struct session *s)
 {
 	struct proxy_listener *pl = s->pl;
 	struct worker *w = pl->worker;
+	struct session_cursor *c;
 
 	leg_close(&s->client, false);
 	leg_close(&s->upstream, false);
 	leg_release_pipe(w, &s->client);
 	leg_release_pipe(w, &s->upstream);
+	/* A walk about to visit s moves on to the session after it. */
+	LIST_FOREACH(c, &w->cursors, entry)
+		if (c->next == s)
+			c->next = LIST_NEXT(s, entry);
 	LIST_REMOVE(s, entry);
 	STAT_ADD(pl->stats->active, (uint64_t)-1);
 	free(s);
@@ -691,16 +696,28 @@ session_close_all(struct worker *w, enum close_reason reason)
 	}
 }
 
-struct session *
-session_first(struct worker *w)
+void
+session_cursor_open(struct worker *w, struct session_cursor *c)
 {
-	return LIST_FIRST(&w->sessions);
+	c->next = LIST_FIRST(&w->sessions);
+	LIST_INSERT_HEAD(&w->cursors, c, entry);
 }
 
 struct session *
-session_next(struct session *s)
+session_cursor_next(struct session_cursor *c)
 {
-	return LIST_NEXT(s, entry);
+	struct session *s = c->next;
+
+	if (s != NULL)
+		c->next = LIST_NEXT(s, entry);
+	return s;
+}
+
+void
+session_cursor_close(struct session_cursor *c)
+{
+	LIST_REMOVE(c, entry);
+	c->next = NULL;
 }
 
 const char *

@@ -194,9 +194,9 @@ stats_render_prometheus(const struct stats_list *list, const struct stats_proces
 	family(out, "kaproxy_config_reloads_total", "counter",
 	    "Configuration reloads (SIGHUP) by result.");
 	evbuffer_add_printf(out, "kaproxy_config_reloads_total{result=\"success\"} %llu\n",
-	    (unsigned long long)proc->reloads_ok);
+	    (unsigned long long)__atomic_load_n(&proc->reloads_ok, __ATOMIC_RELAXED));
 	evbuffer_add_printf(out, "kaproxy_config_reloads_total{result=\"failure\"} %llu\n",
-	    (unsigned long long)proc->reloads_failed);
+	    (unsigned long long)__atomic_load_n(&proc->reloads_failed, __ATOMIC_RELAXED));
 
 	family(out, "kaproxy_connections_active", "gauge", "Client connections open now.");
 	LIST_FOREACH(st, list, entry)

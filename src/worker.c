@@ -24,6 +24,7 @@ worker_init(struct worker *w, struct event_base *base, struct process_shared *sh
 	w->reuseport = reuseport;
 	w->thread = pthread_self();
 	LIST_INIT(&w->sessions);
+	LIST_INIT(&w->cursors);
 	LIST_INIT(&w->listeners);
 	LIST_INIT(&w->stats);
 	return 0;
@@ -177,6 +178,7 @@ worker_is_current(const struct worker *w)
 }
 
 struct call {
+	struct event ev;
 	struct worker *w;
 	void (*fn)(struct worker *, void *);
 	void *arg;
@@ -204,29 +206,30 @@ call_cb(evutil_socket_t fd, short what, void *arg)
 	pthread_mutex_unlock(&c->mu);
 }
 
-int
+void
 worker_call(struct worker *w, void (*fn)(struct worker *, void *), void *arg)
 {
 	struct call c = { .w = w, .fn = fn, .arg = arg, .wait = true };
 
 	if (worker_is_current(w)) {
 		fn(w, arg);
-		return 0;
+		return;
 	}
 	pthread_mutex_init(&c.mu, NULL);
 	pthread_cond_init(&c.cv, NULL);
-	if (event_base_once(w->base, -1, EV_TIMEOUT, call_cb, &c, NULL) == -1) {
-		pthread_cond_destroy(&c.cv);
-		pthread_mutex_destroy(&c.mu);
-		return -1;
-	}
+	/*
+	 * The event lives on this stack frame and activating it allocates
+	 * nothing, so a call cannot fail half-way through a reload.  (event_assign
+	 * fails only for invalid flags.)
+	 */
+	event_assign(&c.ev, w->base, -1, 0, call_cb, &c);
+	event_active(&c.ev, EV_TIMEOUT, 0);
 	pthread_mutex_lock(&c.mu);
 	while (!c.done)
 		pthread_cond_wait(&c.cv, &c.mu);
 	pthread_mutex_unlock(&c.mu);
 	pthread_cond_destroy(&c.cv);
 	pthread_mutex_destroy(&c.mu);
-	return 0;
 }
 
 int
@@ -243,5 +246,102 @@ worker_post(struct worker *w, void (*fn)(struct worker *, void *), void *arg)
 		free(c);
 		return -1;
 	}
+	return 0;
+}
+
+static void
+job_cb(evutil_socket_t fd, short what, void *arg)
+{
+	static const struct timeval now = { 0, 0 };
+	struct worker_job *job = arg;
+
+	(void)fd;
+	(void)what;
+	if (job->step(job->w, job)) {
+		job->done(job);
+		return;
+	}
+	/*
+	 * A zero timer, not event_active: expired timers are taken after the
+	 * loop has polled, so the I/O that became ready meanwhile runs first.
+	 */
+	if (evtimer_add(&job->ev, &now) == -1) {
+		log_warnx("worker %u: cannot re-arm a job: ending it early", job->w->index);
+		job->done(job);
+	}
+}
+
+int
+worker_job_start(struct worker *w, struct worker_job *job,
+    bool (*step)(struct worker *, struct worker_job *), void (*done)(struct worker_job *))
+{
+	static const struct timeval now = { 0, 0 };
+
+	job->w = w;
+	job->step = step;
+	job->done = done;
+	if (evtimer_assign(&job->ev, w->base, job_cb, job) == -1 ||
+	    evtimer_add(&job->ev, &now) == -1) {
+		log_warnx("worker %u: cannot queue a job", w->index);
+		return -1;
+	}
+	return 0;
+}
+
+void
+worker_job_cancel(struct worker_job *job)
+{
+	/* From another thread, event_del waits for a running callback to return. */
+	if (event_initialized(&job->ev))
+		event_del(&job->ev);
+}
+
+/* One phase of worker_apply_all, run on a worker's own thread. */
+struct apply_phase {
+	struct generation *gen;
+	int result;
+};
+
+static void
+prepare_on(struct worker *w, void *arg)
+{
+	struct apply_phase *phase = arg;
+
+	phase->result = listener_prepare(w, phase->gen);
+}
+
+static void
+commit_on(struct worker *w, void *arg)
+{
+	(void)arg;
+	listener_commit(w);
+}
+
+static void
+abort_on(struct worker *w, void *arg)
+{
+	(void)arg;
+	listener_abort(w);
+}
+
+int
+worker_apply_all(struct worker *workers, unsigned n, struct generation *gen)
+{
+	struct apply_phase phase = { .gen = gen };
+	unsigned i, prepared;
+
+	for (prepared = 0; prepared < n; prepared++) {
+		worker_call(&workers[prepared], prepare_on, &phase);
+		if (phase.result == -1) {
+			log_errorx("worker %u cannot apply the configuration: no worker takes it",
+			    prepared);
+			for (i = 0; i < prepared; i++)
+				worker_call(&workers[i], abort_on, NULL);
+			return -1;
+		}
+	}
+	/* Every worker is ready: the swap, which cannot fail. */
+	for (i = 0; i < n; i++)
+		worker_call(&workers[i], commit_on, NULL);
 	return 0;
 }

@@ -38,6 +38,15 @@ struct access_record {
  */
 int accesslog_open(const char *path);
 
+/*
+ * accesslog_open in two steps, for a reload that must change everything or
+ * nothing: prepare opens the new destination (0 when it is unchanged, 1 when
+ * it will change, -1 logged), commit installs it, abort drops it.
+ */
+int accesslog_prepare(const char *path);
+void accesslog_commit(void);
+void accesslog_abort(void);
+
 /* Reopen the file (SIGUSR1, after rotation); returns 0 or -1 (logged). */
 int accesslog_reopen(void);
 

@@ -1,6 +1,6 @@
 /*
- * admin: the loopback HTTP endpoint (libevent evhttp): GET /connections,
- * /metrics (Prometheus text 0.0.4) and /healthz.
+ * admin: the loopback HTTP endpoint (libevent evhttp) on its own thread:
+ * GET /connections, /metrics (Prometheus text 0.0.4) and /healthz.
  */
 #ifndef KAPROXY_ADMIN_H
 #define KAPROXY_ADMIN_H
@@ -12,14 +12,18 @@
 struct admin;
 
 /*
- * Listen on ep on the loop of workers[0] and serve the sessions and counters
- * of all n workers (each read on its own thread); proc's figures are read at
- * each scrape.  Returns NULL after logging why.
+ * Listen on ep and serve it from a thread and event loop of the endpoint's
+ * own.  The sessions and counters of the n workers are gathered on each
+ * worker's own thread, in steps, with a bounded wait; proc's figures are read
+ * at each scrape.  Returns NULL after logging why.
  */
 struct admin *admin_start(struct worker *workers, unsigned n, const struct endpoint *ep,
     const struct stats_process *proc);
 
-/* Stop serving; admin_free(NULL) does nothing. */
+/*
+ * Stop the admin thread and withdraw any gathering still out on a worker
+ * (the workers' loops must still be running); admin_free(NULL) does nothing.
+ */
 void admin_free(struct admin *admin);
 
 #endif

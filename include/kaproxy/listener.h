@@ -34,12 +34,18 @@ struct proxy_listener {
 };
 
 /*
- * Open every listener of gen's config on w, handing over the listening
- * sockets of w's current listeners whose address is unchanged, then retire
- * the old ones.  Each new listener takes a reference on gen.  All or
- * nothing: on failure returns -1, logs why, and w's listeners are as before.
+ * A reload in two phases, so that across all workers either every one runs
+ * the new listeners or none does.  listener_prepare does all that can fail
+ * on w: opens the new listening sockets and re-applies the client policy to
+ * the sockets that will be handed over (same address), each new listener
+ * taking a reference on gen; it returns 0, or -1 after logging why, with w
+ * as it was.  listener_commit then swaps them in and cannot fail: handed-over
+ * sockets move to their new listener, the old listeners are retired.
+ * listener_abort drops what prepare made.  All on w's thread.
  */
-int listener_apply(struct worker *w, struct generation *gen);
+int listener_prepare(struct worker *w, struct generation *gen);
+void listener_commit(struct worker *w);
+void listener_abort(struct worker *w);
 
 /* Stop accepting on every listener and close the listening sockets. */
 void listener_close_all(struct worker *w);

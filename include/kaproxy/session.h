@@ -6,6 +6,7 @@
 #ifndef KAPROXY_SESSION_H
 #define KAPROXY_SESSION_H
 
+#include <sys/queue.h>
 #include <sys/socket.h>
 
 #include "kaproxy/reason.h"
@@ -25,9 +26,20 @@ void session_start(struct proxy_listener *pl, int fd, const struct sockaddr *add
 /* Close every session of w with reason (drain deadline, exit). */
 void session_close_all(struct worker *w, enum close_reason reason);
 
-/* Iterate w's sessions (admin): first, then next until NULL. */
-struct session *session_first(struct worker *w);
-struct session *session_next(struct session *s);
+/*
+ * A place in w's session list that stays valid while sessions end, so the
+ * admin endpoint can walk a long list in steps with the loop running between
+ * them.  Open, take sessions with next until NULL, close (also after a walk
+ * that stopped early); all on w's thread.
+ */
+struct session_cursor {
+	LIST_ENTRY(session_cursor) entry;
+	struct session *next;
+};
+
+void session_cursor_open(struct worker *w, struct session_cursor *c);
+struct session *session_cursor_next(struct session_cursor *c);
+void session_cursor_close(struct session_cursor *c);
 
 /* The name of the listener s was accepted on. */
 const char *session_listener_name(const struct session *s);

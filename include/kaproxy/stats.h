@@ -68,7 +68,10 @@ const char *refuse_name(enum refuse_reason reason);
 
 struct evbuffer;
 
-/* Process-wide figures that sit beside the per-listener counters. */
+/*
+ * Process-wide figures that sit beside the per-listener counters: written by
+ * the main thread with STAT_ADD, read by the admin thread at each scrape.
+ */
 struct stats_process {
 	const char *version;
 	uint64_t reloads_ok;

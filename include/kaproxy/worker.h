@@ -34,6 +34,7 @@
 #endif
 
 struct session;
+struct session_cursor;
 struct proxy_listener;
 
 /*
@@ -64,7 +65,10 @@ struct worker {
 	unsigned index;
 	bool reuseport;                 /* several workers bind the same addresses */
 	LIST_HEAD(, session) sessions;
+	LIST_HEAD(, session_cursor) cursors; /* admin walks in progress */
 	LIST_HEAD(, proxy_listener) listeners;
+	struct proxy_listener **pending;  /* prepared by a reload, not yet committed */
+	size_t n_pending;
 	uint32_t n_sessions;
 	struct stats_list stats;
 	int pipes[WORKER_PIPE_POOL][2];
@@ -89,16 +93,53 @@ void worker_drain(struct worker *w, uint32_t timeout_ms);
 
 /*
  * Run fn(w, arg) on w's loop thread and wait for it to return (at once when
- * called from w's own thread).  The loops run until the daemon has stopped
- * calling, so this cannot wait on a loop that is gone.  Returns 0 or -1.
+ * called from w's own thread).  It allocates nothing and cannot fail; it
+ * waits as long as fn takes, so it is for the control plane (reload, drain,
+ * shut-down), never for serving requests.  The loops run until the daemon
+ * has stopped calling, so this cannot wait on a loop that is gone.
  */
-int worker_call(struct worker *w, void (*fn)(struct worker *, void *), void *arg);
+void worker_call(struct worker *w, void (*fn)(struct worker *, void *), void *arg);
+
+/*
+ * A piece of work another thread (the admin endpoint) hands to a worker, run
+ * on the worker's own loop in steps so that it never holds forwarding up for
+ * long: step() runs on w's thread and returns true when the job is finished,
+ * false to be called again once the loop has polled for I/O.  When it is
+ * finished, done() runs on w's thread, right after the last step.  The caller
+ * owns job and keeps it until done() has run or worker_job_cancel() returned.
+ */
+struct worker_job {
+	struct event ev;              /* a zero timer on w's loop */
+	struct worker *w;
+	bool (*step)(struct worker *w, struct worker_job *job);
+	void (*done)(struct worker_job *job);
+};
+
+/* Queue job's first step on w's loop; returns 0, or -1 (logged). */
+int worker_job_start(struct worker *w, struct worker_job *job,
+    bool (*step)(struct worker *, struct worker_job *), void (*done)(struct worker_job *));
+
+/*
+ * Withdraw a job that may not have finished: afterwards no step or done of it
+ * runs or will run (a step running on w's thread now is waited for).  Never
+ * call it from w's own thread.
+ */
+void worker_job_cancel(struct worker_job *job);
 
 /* As worker_call without waiting (fn runs later, arg must outlive it). */
 int worker_post(struct worker *w, void (*fn)(struct worker *, void *), void *arg);
 
 /* True when called from w's loop thread. */
 bool worker_is_current(const struct worker *w);
+
+/*
+ * Put gen's listeners on all n workers, or on none: every worker prepares
+ * what can fail (listener_prepare, on its own thread), and only when all have
+ * succeeded do they all commit; otherwise the prepared ones abort.  Returns
+ * 0, or -1 (logged) with every worker as it was.  Control plane only (it
+ * waits on each worker with worker_call).
+ */
+int worker_apply_all(struct worker *workers, unsigned n, struct generation *gen);
 
 /* A new generation owning cfg, with one reference for the caller (NULL on ENOMEM). */
 struct generation *generation_new(struct config *cfg);
