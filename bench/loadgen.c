@@ -784,8 +784,9 @@ cmd_pingpong(struct opts *o)
 	pinned = npins;
 	unpin_all();
 	qsort(lat, n, sizeof(*lat), cmp_double);
-	printf("p50_us=%.1f p99_us=%.1f p999_us=%.1f mean_us=%.1f samples=%zu pinned=%d\n",
-	    lat[n / 2], lat[(size_t)(n * 0.99)], lat[(size_t)(n * 0.999)], sum / n, n, pinned);
+	printf("p50_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f mean_us=%.1f samples=%zu pinned=%d\n",
+	    lat[n / 2], lat[(size_t)(n * 0.99)], lat[(size_t)(n * 0.999)], lat[n - 1], sum / n, n,
+	    pinned);
 	free(lat);
 	free(buf);
 	free(in);
