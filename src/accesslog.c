@@ -23,6 +23,7 @@
  * only ever replaced atomically, never closed under them while running.
  */
 static atomic_int log_fd = -1;
+static atomic_bool log_failing;  /* the last write failed or was cut short */
 static char *log_path;      /* NULL for stdout or off */
 static char *log_spec;      /* as configured: NULL (off), "-" or a path */
 
@@ -149,13 +150,28 @@ accesslog_write(const struct access_record *rec)
 	char line[ACCESSLOG_LINE_MAX];
 	int fd = atomic_load_explicit(&log_fd, memory_order_relaxed);
 	size_t len;
+	ssize_t n;
 
 	if (fd < 0)
 		return;
 	len = accesslog_render(rec, line, sizeof(line));
-	/* O_APPEND and one write per line: lines from several workers never mix. */
-	if (write(fd, line, len) < 0)
-		log_warn("access_log write");
+	/*
+	 * O_APPEND and one write per line: lines from several workers never
+	 * mix.  So the rest of a short write (a full disk) is not retried: it
+	 * could land after another worker's line.  A failing log is reported
+	 * once when it starts failing and once when it works again, not per line.
+	 */
+	n = write(fd, line, len);
+	if (n == (ssize_t)len) {
+		if (atomic_exchange_explicit(&log_failing, false, memory_order_relaxed))
+			log_info("access_log: lines are written again");
+		return;
+	}
+	if (n >= 0)
+		errno = ENOSPC;
+	if (!atomic_exchange_explicit(&log_failing, true, memory_order_relaxed))
+		log_warn("access_log: write of %zu bytes %s; lines are lost until it works again",
+		    len, n >= 0 ? "cut short" : "failed");
 }
 
 void

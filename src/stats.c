@@ -1,6 +1,7 @@
 /*
  * stats: the per-listener counter registry and histogram arithmetic.
  */
+#include <stdarg.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -117,46 +118,74 @@ refuse_name(enum refuse_reason reason)
 	}
 }
 
-void
+/* Prometheus text being written; the first failed append is remembered. */
+struct prom {
+	struct evbuffer *out;
+	int failed;
+};
+
+static void emit(struct prom *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void
+emit(struct prom *p, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (evbuffer_add_vprintf(p->out, fmt, ap) == -1)
+		p->failed = 1;
+	va_end(ap);
+}
+
+int
 stats_label_escape(struct evbuffer *out, const char *s)
 {
 	const char *p;
+	int rc = 0;
 
-	for (p = s; *p != '\0'; p++) {
+	for (p = s; *p != '\0' && rc == 0; p++) {
 		switch (*p) {
 		case '\\':
-			evbuffer_add(out, "\\\\", 2);
+			rc = evbuffer_add(out, "\\\\", 2);
 			break;
 		case '"':
-			evbuffer_add(out, "\\\"", 2);
+			rc = evbuffer_add(out, "\\\"", 2);
 			break;
 		case '\n':
-			evbuffer_add(out, "\\n", 2);
+			rc = evbuffer_add(out, "\\n", 2);
 			break;
 		default:
-			evbuffer_add(out, p, 1);
+			rc = evbuffer_add(out, p, 1);
 		}
 	}
+	return rc;
 }
 
 static void
-family(struct evbuffer *out, const char *name, const char *type, const char *help)
+label(struct prom *p, const char *value)
 {
-	evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+	if (stats_label_escape(p->out, value) == -1)
+		p->failed = 1;
+}
+
+static void
+family(struct prom *p, const char *name, const char *type, const char *help)
+{
+	emit(p, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
 /* name{listener="L"<extra>} value */
 static void
-sample(struct evbuffer *out, const char *name, const char *listener, const char *extra,
+sample(struct prom *p, const char *name, const char *listener, const char *extra,
     uint64_t value)
 {
-	evbuffer_add_printf(out, "%s{listener=\"", name);
-	stats_label_escape(out, listener);
-	evbuffer_add_printf(out, "\"%s} %llu\n", extra, (unsigned long long)value);
+	emit(p, "%s{listener=\"", name);
+	label(p, listener);
+	emit(p, "\"%s} %llu\n", extra, (unsigned long long)value);
 }
 
 static void
-histogram(struct evbuffer *out, const char *name, const char *listener, const char *extra,
+histogram(struct prom *p, const char *name, const char *listener, const char *extra,
     const struct histogram *h, const double *bounds, size_t n_bounds)
 {
 	uint64_t cumulative = 0;
@@ -164,79 +193,79 @@ histogram(struct evbuffer *out, const char *name, const char *listener, const ch
 
 	for (i = 0; i <= n_bounds; i++) {
 		cumulative += h->buckets[i];
-		evbuffer_add_printf(out, "%s_bucket{listener=\"", name);
-		stats_label_escape(out, listener);
+		emit(p, "%s_bucket{listener=\"", name);
+		label(p, listener);
 		if (i < n_bounds)
-			evbuffer_add_printf(out, "\"%s,le=\"%g\"} %llu\n", extra, bounds[i],
+			emit(p, "\"%s,le=\"%g\"} %llu\n", extra, bounds[i],
 			    (unsigned long long)cumulative);
 		else
-			evbuffer_add_printf(out, "\"%s,le=\"+Inf\"} %llu\n", extra,
-			    (unsigned long long)cumulative);
+			emit(p, "\"%s,le=\"+Inf\"} %llu\n", extra, (unsigned long long)cumulative);
 	}
-	evbuffer_add_printf(out, "%s_sum{listener=\"", name);
-	stats_label_escape(out, listener);
-	evbuffer_add_printf(out, "\"%s} %.6f\n", extra, h->sum);
-	evbuffer_add_printf(out, "%s_count{listener=\"", name);
-	stats_label_escape(out, listener);
-	evbuffer_add_printf(out, "\"%s} %llu\n", extra, (unsigned long long)h->count);
+	emit(p, "%s_sum{listener=\"", name);
+	label(p, listener);
+	emit(p, "\"%s} %.6f\n", extra, h->sum);
+	emit(p, "%s_count{listener=\"", name);
+	label(p, listener);
+	emit(p, "\"%s} %llu\n", extra, (unsigned long long)h->count);
 }
 
 int
 stats_render_prometheus(const struct stats_list *list, const struct stats_process *proc,
     struct evbuffer *out)
 {
+	struct prom prom = { .out = out }, *p = &prom;
 	const struct listener_stats *st;
 	char extra[64];
 	int r;
 
-	family(out, "kaproxy_build_info", "gauge", "kaproxy version, value 1.");
-	evbuffer_add_printf(out, "kaproxy_build_info{version=\"%s\"} 1\n", proc->version);
-	family(out, "kaproxy_config_reloads_total", "counter",
+	family(p, "kaproxy_build_info", "gauge", "kaproxy version, value 1.");
+	emit(p, "kaproxy_build_info{version=\"%s\"} 1\n", proc->version);
+	family(p, "kaproxy_config_reloads_total", "counter",
 	    "Configuration reloads (SIGHUP) by result.");
-	evbuffer_add_printf(out, "kaproxy_config_reloads_total{result=\"success\"} %llu\n",
+	emit(p, "kaproxy_config_reloads_total{result=\"success\"} %llu\n",
 	    (unsigned long long)__atomic_load_n(&proc->reloads_ok, __ATOMIC_RELAXED));
-	evbuffer_add_printf(out, "kaproxy_config_reloads_total{result=\"failure\"} %llu\n",
+	emit(p, "kaproxy_config_reloads_total{result=\"failure\"} %llu\n",
 	    (unsigned long long)__atomic_load_n(&proc->reloads_failed, __ATOMIC_RELAXED));
 
-	family(out, "kaproxy_connections_active", "gauge", "Client connections open now.");
+	family(p, "kaproxy_connections_active", "gauge", "Client connections open now.");
 	LIST_FOREACH(st, list, entry)
-		sample(out, "kaproxy_connections_active", st->name, "", st->active);
-	family(out, "kaproxy_connections_total", "counter", "Client connections accepted.");
+		sample(p, "kaproxy_connections_active", st->name, "", st->active);
+	family(p, "kaproxy_connections_total", "counter", "Client connections accepted.");
 	LIST_FOREACH(st, list, entry)
-		sample(out, "kaproxy_connections_total", st->name, "", st->accepted);
-	family(out, "kaproxy_connections_closed_total", "counter",
+		sample(p, "kaproxy_connections_total", st->name, "", st->accepted);
+	family(p, "kaproxy_connections_closed_total", "counter",
 	    "Connections closed, by close_reason.");
 	LIST_FOREACH(st, list, entry)
 		for (r = REASON_NONE + 1; r < REASON_COUNT; r++) {
 			snprintf(extra, sizeof(extra), ",reason=\"%s\"", reason_name(r));
-			sample(out, "kaproxy_connections_closed_total", st->name, extra, st->closed[r]);
+			sample(p, "kaproxy_connections_closed_total", st->name, extra, st->closed[r]);
 		}
-	family(out, "kaproxy_connections_refused_total", "counter",
+	family(p, "kaproxy_connections_refused_total", "counter",
 	    "Client connections reset at accept, by reason.");
 	LIST_FOREACH(st, list, entry)
 		for (r = 0; r < REFUSE_COUNT; r++) {
 			snprintf(extra, sizeof(extra), ",reason=\"%s\"", refuse_name(r));
-			sample(out, "kaproxy_connections_refused_total", st->name, extra, st->refused[r]);
+			sample(p, "kaproxy_connections_refused_total", st->name, extra, st->refused[r]);
 		}
-	family(out, "kaproxy_bytes_total", "counter", "Bytes received from each peer and forwarded.");
+	family(p, "kaproxy_bytes_total", "counter", "Bytes received from each peer and forwarded.");
 	LIST_FOREACH(st, list, entry) {
-		sample(out, "kaproxy_bytes_total", st->name, ",direction=\"from_client\"",
+		sample(p, "kaproxy_bytes_total", st->name, ",direction=\"from_client\"",
 		    st->bytes_from_client);
-		sample(out, "kaproxy_bytes_total", st->name, ",direction=\"to_client\"",
+		sample(p, "kaproxy_bytes_total", st->name, ",direction=\"to_client\"",
 		    st->bytes_to_client);
 	}
-	family(out, "kaproxy_upstream_connect_duration_seconds", "histogram",
+	family(p, "kaproxy_upstream_connect_duration_seconds", "histogram",
 	    "Time to establish the upstream connection.");
 	LIST_FOREACH(st, list, entry)
-		histogram(out, "kaproxy_upstream_connect_duration_seconds", st->name, "",
+		histogram(p, "kaproxy_upstream_connect_duration_seconds", st->name, "",
 		    &st->connect_seconds, stats_connect_bounds, STATS_CONNECT_BUCKETS);
-	family(out, "kaproxy_dead_peer_detection_seconds", "histogram",
+	family(p, "kaproxy_dead_peer_detection_seconds", "histogram",
 	    "Time from a dead leg's last received segment to it being declared dead.");
 	LIST_FOREACH(st, list, entry)
 		for (r = SIDE_CLIENT; r <= SIDE_UPSTREAM; r++) {
 			snprintf(extra, sizeof(extra), ",side=\"%s\"", side_name(r));
-			histogram(out, "kaproxy_dead_peer_detection_seconds", st->name, extra,
+			histogram(p, "kaproxy_dead_peer_detection_seconds", st->name, extra,
 			    &st->detect_seconds[r], stats_detect_bounds, STATS_DETECT_BUCKETS);
 		}
-	return 0;
+	return p->failed ? -1 : 0;
 }

@@ -91,6 +91,6 @@ int stats_merge(struct stats_list *dst, const struct stats_list *src);
 int stats_render_prometheus(const struct stats_list *list, const struct stats_process *proc,
     struct evbuffer *out);
 
-/* Append s to out escaped as a Prometheus label value. */
-void stats_label_escape(struct evbuffer *out, const char *s);
+/* Append s to out escaped as a Prometheus label value; 0, or -1 on ENOMEM. */
+int stats_label_escape(struct evbuffer *out, const char *s);
 #endif

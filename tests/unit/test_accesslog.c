@@ -8,7 +8,9 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -129,6 +131,54 @@ test_small_buffer_still_one_closed_line(void **state)
 	assert_int_equal(buf[len - 2], '}');
 }
 
+/* Count the lines of stderr output that contain needle while fn runs. */
+static int
+stderr_lines_with(void (*fn)(void), const char *needle)
+{
+	char path[] = "/tmp/kaproxy-test-stderr.XXXXXX", buf[4096];
+	int fd = mkstemp(path), saved = dup(STDERR_FILENO), count = 0;
+	ssize_t n;
+	char *p;
+
+	assert_true(fd >= 0 && saved >= 0);
+	assert_int_equal(dup2(fd, STDERR_FILENO), STDERR_FILENO);
+	fn();
+	assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
+	close(saved);
+	n = pread(fd, buf, sizeof(buf) - 1, 0);
+	assert_true(n >= 0);
+	buf[n] = '\0';
+	for (p = buf; (p = strstr(p, needle)) != NULL; p++)
+		count++;
+	close(fd);
+	unlink(path);
+	return count;
+}
+
+static void
+write_three_lines(void)
+{
+	struct access_record rec = sample();
+	int i;
+
+	for (i = 0; i < 3; i++)
+		accesslog_write(&rec);
+}
+
+/* A log that cannot be written (a full disk) is reported once, not per line. */
+static void
+test_failing_log_reported_once(void **state)
+{
+	(void)state;
+	assert_int_equal(accesslog_open("/dev/full"), 0);
+	assert_int_equal(stderr_lines_with(write_three_lines, "lines are lost"), 1);
+	assert_int_equal(stderr_lines_with(write_three_lines, "lines are lost"), 0);
+	accesslog_close();
+	assert_int_equal(accesslog_open("/dev/null"), 0);
+	assert_int_equal(stderr_lines_with(write_three_lines, "written again"), 1);
+	accesslog_close();
+}
+
 int
 main(void)
 {
@@ -138,6 +188,7 @@ main(void)
 		cmocka_unit_test(test_listener_name_escaped),
 		cmocka_unit_test(test_ipv6_client),
 		cmocka_unit_test(test_small_buffer_still_one_closed_line),
+		cmocka_unit_test(test_failing_log_reported_once),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

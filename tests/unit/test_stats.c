@@ -125,6 +125,24 @@ test_required_families(void **state)
 	stats_free_all(&list);
 }
 
+/* A buffer that refuses every append stands for ENOMEM: the render says so. */
+static void
+test_render_reports_failure(void **state)
+{
+	struct stats_list list = LIST_HEAD_INITIALIZER(list);
+	struct stats_process proc = { .version = "t" };
+	struct evbuffer *out = evbuffer_new();
+
+	(void)state;
+	assert_non_null(stats_for(&list, "a"));
+	assert_non_null(out);
+	assert_int_equal(evbuffer_freeze(out, 0), 0);
+	assert_int_equal(stats_render_prometheus(&list, &proc, out), -1);
+	assert_int_equal(stats_label_escape(out, "x"), -1);
+	evbuffer_free(out);
+	stats_free_all(&list);
+}
+
 int
 main(void)
 {
@@ -132,6 +150,7 @@ main(void)
 		cmocka_unit_test(test_label_escaping),
 		cmocka_unit_test(test_histogram_cumulative),
 		cmocka_unit_test(test_required_families),
+		cmocka_unit_test(test_render_reports_failure),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
