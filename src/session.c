@@ -231,9 +231,15 @@ idle_check(struct session *s)
 		session_close(s, REASON_IDLE_TIMEOUT, NULL, 0);
 		return;
 	}
-	/* Activity on the other leg does not re-arm this timer: wait the rest. */
+	/*
+	 * Activity on the other leg does not re-arm this timer: wait the rest.
+	 * The persistent event is already re-armed for a full idle_timeout
+	 * before this callback runs, so if shortening it fails the check comes
+	 * late, never not at all.
+	 */
 	tv = ms_to_tv(idle - quiet);
-	event_add(&s->client.ev, &tv);
+	if (event_add(&s->client.ev, &tv) == -1)
+		log_warn("session %llu: idle timer", (unsigned long long)s->id);
 }
 
 static void
@@ -269,7 +275,8 @@ session_running(struct session *s, short what)
 {
 	struct worker *w = s->pl->worker;
 	const struct listener_config *lc = s->pl->cfg;
-	struct timeval idle;
+	struct timeval idle, *timeout = NULL;
+	int err;
 
 	s->state = STATE_RUNNING;
 	s->last_active_ms = now_ms();
@@ -288,9 +295,14 @@ session_running(struct session *s, short what)
 	    EV_READ | EV_WRITE | EV_ET | EV_PERSIST, leg_event, &s->client);
 	if (lc->idle_timeout_ms > 0) {
 		idle = ms_to_tv(lc->idle_timeout_ms);
-		event_add(&s->client.ev, &idle);
-	} else {
-		event_add(&s->client.ev, NULL);
+		timeout = &idle;
+	}
+	if (event_add(&s->client.ev, timeout) == -1) {
+		/* A client nobody watches would hang until its peer gave up. */
+		err = errno;
+		log_warn("session %llu: client event", (unsigned long long)s->id);
+		session_close(s, REASON_CLIENT_ERROR, NULL, err);
+		return;
 	}
 	/* The edge that reported the connect may also have said "readable" (a banner). */
 	if (what & EV_READ)
@@ -412,8 +424,15 @@ upstream_connect_next(struct session *s)
 			s->upstream.pump.fd = fd;
 			event_assign(&s->upstream.ev, w->base, fd,
 			    EV_READ | EV_WRITE | EV_ET | EV_PERSIST, leg_event, &s->upstream);
-			event_add(&s->upstream.ev, &tv);
-			return;
+			if (event_add(&s->upstream.ev, &tv) == 0)
+				return;
+			/* Our resources, not the upstream's fault: like socket() failing. */
+			s->err = errno;
+			s->all_timed_out = 0;
+			log_warn("session %llu: event for upstream %s",
+			    (unsigned long long)s->id, ep->text);
+			leg_close(&s->upstream, false);
+			break;
 		}
 		s->err = errno;
 		s->all_timed_out = 0;
@@ -576,8 +595,10 @@ session_close(struct session *s, enum close_reason reason, struct leg *dead, int
 		event_del(&live->ev);
 		event_assign(&live->ev, w->base, live->pump.fd,
 		    EV_READ | EV_WRITE | EV_ET | EV_PERSIST, leg_event, live);
-		event_add(&live->ev, &linger);
-		return;
+		if (event_add(&live->ev, &linger) == 0)
+			return;
+		/* Unwatched, the linger would never end: close the live leg now. */
+		log_warn("session %llu: linger event", (unsigned long long)s->id);
 	}
 	session_free(s);
 }
