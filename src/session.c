@@ -69,6 +69,17 @@ struct session {
 	int err;                    /* errno behind the reason */
 };
 
+/*
+ * An idle connection costs this struct plus libevent's per-fd bookkeeping:
+ * 424 bytes on x86_64 (README, Data path and memory).  Count the bytes
+ * before letting it grow.
+ */
+_Static_assert(sizeof(struct session) <= 424, "struct session grew past 424 bytes");
+/* calloc() leaves reason and first_fin unset; each is kept in a byte. */
+_Static_assert(REASON_NONE == 0 && REASON_COUNT <= 256, "close_reason must fit a byte, NONE = 0");
+/* detect_seconds[] is indexed by a leg's side. */
+_Static_assert(SIDE_CLIENT == 0 && SIDE_UPSTREAM == 1, "enum side indexes two-element arrays");
+
 static uint64_t
 now_ms(void)
 {
@@ -654,12 +665,19 @@ session_listener_name(const struct session *s)
 size_t
 session_render_json(struct session *s, char *buf, size_t size)
 {
-	static const char *const states[] = { "connecting", "running", "closing" };
+	static const char *const states[] = {
+		[STATE_CONNECTING] = "connecting",
+		[STATE_RUNNING] = "running",
+		[STATE_LINGER] = "closing",
+	};
 	struct tcp_snapshot client_tcp, upstream_tcp;
 	char addr[INET6_ADDRSTRLEN + 16];
 	size_t len = 0;
 	int have_client = sockopt_tcp_snapshot(s->client.pump.fd, &client_tcp) == 0;
 	int have_upstream = sockopt_tcp_snapshot(s->upstream.pump.fd, &upstream_tcp) == 0;
+
+	_Static_assert(sizeof(states) / sizeof(states[0]) == STATE_LINGER + 1,
+	    "one name per session state");
 	buf[0] = '\0';
 	json_append(buf, size, &len, "{\"id\":%llu,\"worker\":%u,\"listener\":\"",
 	    (unsigned long long)s->id, s->pl->worker->index);
