@@ -2,15 +2,11 @@
  * session: one proxied connection, from accept to its access-log line.
  *
  * A session holds two legs.  Each leg owns its socket, one edge-triggered
- * event (read and write readiness, registered once) and, only while bytes
- * are in flight, a pipe holding what was received on it and not yet sent on
- * the other leg.  Bytes move with splice(2) socket -> pipe -> socket, so they
- * never enter user space, and an idle session holds no buffer at all.
- *
- * Backpressure: a direction reads its source only when its pipe is empty, so
- * at most one pipe (WORKER_PIPE_SIZE, 256 KiB) per direction is buffered
- * beyond the kernel's socket buffers.  Half-close: a FIN read on one leg becomes shutdown(SHUT_WR)
- * on the other once the pipe is drained; the other direction keeps flowing.
+ * event (read and write readiness, registered once) and the pump end of its
+ * direction (pump.c): only while bytes are in flight, a pipe holding what
+ * was received on it and not yet sent on the other leg, so an idle session
+ * holds no buffer at all.  The pump moves the bytes, with backpressure and
+ * half-close; this file decides what its results mean for the session.
  *
  * session_close() is the only way a session ends: it decides the teardown,
  * writes the access-log line and counts the reason.
@@ -33,19 +29,10 @@
 #include "kaproxy/accesslog.h"
 #include "kaproxy/listener.h"
 #include "kaproxy/log.h"
+#include "kaproxy/pump.h"
 #include "kaproxy/session.h"
 #include "kaproxy/sockopt.h"
 #include "kaproxy/worker.h"
-
-/* The most one splice moves: a pipe's capacity. */
-#define SPLICE_CHUNK WORKER_PIPE_SIZE
-
-/*
- * Reads one direction may do per event before yielding to other sessions.
- * Edge-triggered events do not fire again for bytes already waiting, so a
- * direction that yields re-activates its own event.
- */
-#define PUMP_BUDGET 16
 
 /* How long a teardown = fin waits for the live peer to take its bytes and close. */
 #define FIN_LINGER_MS 10000
@@ -59,12 +46,8 @@ enum session_state {
 struct leg {
 	struct event ev;        /* read/write readiness, edge-triggered */
 	struct session *session;
-	int fd;                 /* -1 once closed */
-	int pipe[2];            /* bytes read from fd, not yet sent on the peer leg */
-	uint32_t pipe_len;
+	struct pump_end pump;   /* the socket, and what was read from it not yet sent on the peer */
 	uint8_t side;           /* enum side */
-	uint8_t eof;            /* the peer's FIN has been read */
-	uint8_t shut;           /* our FIN has been sent (SHUT_WR) */
 	uint64_t bytes_in;      /* bytes read from this leg */
 };
 
@@ -85,6 +68,17 @@ struct session {
 	uint8_t all_timed_out;      /* every connect attempt so far timed out */
 	int err;                    /* errno behind the reason */
 };
+
+/*
+ * An idle connection costs this struct plus libevent's per-fd bookkeeping:
+ * 424 bytes on x86_64 (README, Data path and memory).  Count the bytes
+ * before letting it grow.
+ */
+_Static_assert(sizeof(struct session) <= 424, "struct session grew past 424 bytes");
+/* calloc() leaves reason and first_fin unset; each is kept in a byte. */
+_Static_assert(REASON_NONE == 0 && REASON_COUNT <= 256, "close_reason must fit a byte, NONE = 0");
+/* detect_seconds[] is indexed by a leg's side. */
+_Static_assert(SIDE_CLIENT == 0 && SIDE_UPSTREAM == 1, "enum side indexes two-element arrays");
 
 static uint64_t
 now_ms(void)
@@ -143,8 +137,7 @@ static void
 leg_init(struct session *s, struct leg *leg, enum side side)
 {
 	leg->session = s;
-	leg->fd = -1;
-	leg->pipe[0] = leg->pipe[1] = -1;
+	pump_end_init(&leg->pump, -1);
 	leg->side = (uint8_t)side;
 }
 
@@ -155,27 +148,15 @@ leg_init(struct session *s, struct leg *leg, enum side side)
 static void
 leg_close(struct leg *leg, bool rst)
 {
-	if (leg->fd < 0)
+	if (leg->pump.fd < 0)
 		return;
 	if (event_initialized(&leg->ev))
 		event_del(&leg->ev);
 	if (rst)
-		sockopt_close_rst(leg->fd);
+		sockopt_close_rst(leg->pump.fd);
 	else
-		close(leg->fd);
-	leg->fd = -1;
-}
-
-static void
-leg_release_pipe(struct worker *w, struct leg *leg)
-{
-	if (leg->pipe[0] < 0)
-		return;
-	if (leg->pipe_len == 0)
-		worker_pipe_put(w, leg->pipe);
-	else
-		worker_pipe_discard(leg->pipe);
-	leg->pipe_len = 0;
+		close(leg->pump.fd);
+	leg->pump.fd = -1;
 }
 
 /* A leg reported err (0 = FIN handled elsewhere): the session ends. */
@@ -187,100 +168,53 @@ leg_failed(struct leg *leg, int err)
 }
 
 /*
- * Send what src's pipe holds on dst until it is empty (returns 0) or dst
- * would block (1); -1 with errno set when dst failed.
+ * Run the direction from src to its peer leg (pump_run) and act on what
+ * happened.  Returns 0 while the session lives, -1 once it has been closed.
  */
 static int
-pipe_flush(struct leg *src, struct leg *dst)
-{
-	ssize_t n;
-
-	while (src->pipe_len > 0) {
-		n = splice(src->pipe[0], NULL, dst->fd, NULL, src->pipe_len,
-		    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-		if (n > 0) {
-			src->pipe_len -= (uint32_t)n;
-			continue;
-		}
-		if (n < 0 && errno == EAGAIN)
-			return 1;
-		if (n == 0)
-			errno = EPIPE;
-		return -1;
-	}
-	return 0;
-}
-
-/*
- * Move bytes received on src to dst until a socket would block.  Returns 0
- * while the session lives, -1 once it has been closed.
- */
-static int
-pump(struct leg *src, struct leg *dst)
+leg_pump(struct leg *src)
 {
 	struct session *s = src->session;
-	struct worker *w = s->pl->worker;
+	struct leg *dst = leg_peer(src);
 	struct listener_stats *st = s->pl->stats;
-	unsigned budget = PUMP_BUDGET;
-	ssize_t n;
+	struct pump_result r = pump_run(&s->pl->worker->pipes, &src->pump, &dst->pump);
 
-	for (;;) {
-		switch (pipe_flush(src, dst)) {
-		case 1:
-			return 0;   /* dst's write edge resumes us */
-		case -1:
-			return leg_failed(dst, errno);
-		}
-		if (src->eof) {
-			if (!dst->shut) {
-				dst->shut = 1;
-				if (shutdown(dst->fd, SHUT_WR) == -1 && errno != ENOTCONN)
-					return leg_failed(dst, errno);
-			}
-			return 0;
-		}
-		if (budget-- == 0) {
-			event_active(&src->ev, EV_READ, 0);
-			return 0;
-		}
-		if (src->pipe[0] < 0 && worker_pipe_get(w, src->pipe) == -1) {
-			log_warn("session %llu: pipe", (unsigned long long)s->id);
-			return leg_failed(src, errno);
-		}
-		n = splice(src->fd, NULL, src->pipe[1], NULL, SPLICE_CHUNK,
-		    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-		if (n > 0) {
-			/* Activity is bytes moving, not readiness (idle_timeout). */
-			s->last_active_ms = now_ms();
-			src->pipe_len = (uint32_t)n;
-			src->bytes_in += (uint64_t)n;
-			if (src->side == SIDE_CLIENT)
-				STAT_ADD(st->bytes_from_client, (uint64_t)n);
-			else
-				STAT_ADD(st->bytes_to_client, (uint64_t)n);
-			continue;
-		}
-		if (n == 0) {
-			src->eof = 1;
-			if (s->first_fin == REASON_NONE)
-				s->first_fin = (uint8_t)reason_classify(src->side, 0);
-			worker_pipe_put(w, src->pipe);
-			continue;
-		}
-		if (errno == EAGAIN) {
-			/* Nothing in flight: the pipe goes back, idle costs no buffer. */
-			worker_pipe_put(w, src->pipe);
-			return 0;
-		}
-		return leg_failed(src, errno);
+	if (r.moved > 0) {
+		/* Activity is bytes moving, not readiness (idle_timeout). */
+		s->last_active_ms = now_ms();
+		src->bytes_in += r.moved;
+		if (src->side == SIDE_CLIENT)
+			STAT_ADD(st->bytes_from_client, (uint64_t)r.moved);
+		else
+			STAT_ADD(st->bytes_to_client, (uint64_t)r.moved);
 	}
+	if (r.fin && s->first_fin == REASON_NONE)
+		s->first_fin = (uint8_t)reason_classify(src->side, 0);
+	switch ((enum pump_status)r.status) {
+	case PUMP_WAIT:
+	case PUMP_DONE:
+		break;
+	case PUMP_YIELDED:
+		/* Its edge will not fire again for bytes already waiting. */
+		event_active(&src->ev, EV_READ, 0);
+		break;
+	case PUMP_SRC_FAILED:
+		return leg_failed(src, r.err);
+	case PUMP_DST_FAILED:
+		return leg_failed(dst, r.err);
+	case PUMP_NO_PIPE:
+		errno = r.err;
+		log_warn("session %llu: pipe", (unsigned long long)s->id);
+		return leg_failed(src, r.err);
+	}
+	return 0;
 }
 
 static int
 session_finished(const struct session *s)
 {
-	return s->client.eof && s->upstream.eof && s->client.shut && s->upstream.shut &&
-	    s->client.pipe_len == 0 && s->upstream.pipe_len == 0;
+	return s->client.pump.eof && s->upstream.pump.eof && s->client.pump.shut &&
+	    s->upstream.pump.shut && s->client.pump.pipe_len == 0 && s->upstream.pump.pipe_len == 0;
 }
 
 /* A leg that is not being read reports a later error only in SO_ERROR. */
@@ -290,7 +224,7 @@ leg_check_error(struct leg *leg)
 	int err = 0;
 	socklen_t len = sizeof(err);
 
-	if (getsockopt(leg->fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+	if (getsockopt(leg->pump.fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
 		err = errno;
 	if (err != 0)
 		return leg_failed(leg, err);
@@ -308,9 +242,15 @@ idle_check(struct session *s)
 		session_close(s, REASON_IDLE_TIMEOUT, NULL, 0);
 		return;
 	}
-	/* Activity on the other leg does not re-arm this timer: wait the rest. */
+	/*
+	 * Activity on the other leg does not re-arm this timer: wait the rest.
+	 * The persistent event is already re-armed for a full idle_timeout
+	 * before this callback runs, so if shortening it fails the check comes
+	 * late, never not at all.
+	 */
 	tv = ms_to_tv(idle - quiet);
-	event_add(&s->client.ev, &tv);
+	if (event_add(&s->client.ev, &tv) == -1)
+		log_warn("session %llu: idle timer", (unsigned long long)s->id);
 }
 
 static void
@@ -324,7 +264,7 @@ running_event(struct leg *leg, short what)
 		return;
 	}
 	if (what & EV_READ) {
-		if (pump(leg, peer) == -1)
+		if (leg_pump(leg) == -1)
 			return;
 		/*
 		 * The leg is not being read (its FIN was read, or its pipe waits
@@ -332,10 +272,10 @@ running_event(struct leg *leg, short what)
 		 * looks like read+write): look, or a dead leg would go unnoticed
 		 * until the other side drains.
 		 */
-		if ((leg->eof || leg->pipe_len > 0) && leg_check_error(leg) == -1)
+		if ((leg->pump.eof || leg->pump.pipe_len > 0) && leg_check_error(leg) == -1)
 			return;
 	}
-	if ((what & EV_WRITE) && peer->pipe_len > 0 && pump(peer, leg) == -1)
+	if ((what & EV_WRITE) && peer->pump.pipe_len > 0 && leg_pump(peer) == -1)
 		return;
 	if (session_finished(s))
 		session_close(s, (enum close_reason)s->first_fin, NULL, 0);
@@ -346,7 +286,8 @@ session_running(struct session *s, short what)
 {
 	struct worker *w = s->pl->worker;
 	const struct listener_config *lc = s->pl->cfg;
-	struct timeval idle;
+	struct timeval idle, *timeout = NULL;
+	int err;
 
 	s->state = STATE_RUNNING;
 	s->last_active_ms = now_ms();
@@ -361,13 +302,18 @@ session_running(struct session *s, short what)
 	 * reported when its event is added.
 	 */
 	event_remove_timer(&s->upstream.ev);
-	event_assign(&s->client.ev, w->base, s->client.fd, EV_READ | EV_WRITE | EV_ET | EV_PERSIST,
-	    leg_event, &s->client);
+	event_assign(&s->client.ev, w->base, s->client.pump.fd,
+	    EV_READ | EV_WRITE | EV_ET | EV_PERSIST, leg_event, &s->client);
 	if (lc->idle_timeout_ms > 0) {
 		idle = ms_to_tv(lc->idle_timeout_ms);
-		event_add(&s->client.ev, &idle);
-	} else {
-		event_add(&s->client.ev, NULL);
+		timeout = &idle;
+	}
+	if (event_add(&s->client.ev, timeout) == -1) {
+		/* A client nobody watches would hang until its peer gave up. */
+		err = errno;
+		log_warn("session %llu: client event", (unsigned long long)s->id);
+		session_close(s, REASON_CLIENT_ERROR, NULL, err);
+		return;
 	}
 	/* The edge that reported the connect may also have said "readable" (a banner). */
 	if (what & EV_READ)
@@ -388,7 +334,7 @@ connecting_event(struct session *s, short what)
 		 * readiness alone is a completed connect, with no syscall to ask.
 		 */
 		if ((what & EV_READ) &&
-		    getsockopt(s->upstream.fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+		    getsockopt(s->upstream.pump.fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
 			err = errno;
 		if (err == 0) {
 			session_running(s, what);
@@ -409,27 +355,25 @@ linger_event(struct leg *leg, short what)
 {
 	struct session *s = leg->session;
 	struct leg *dead = leg_peer(leg);
+	struct pump_result r;
 	ssize_t n;
 
 	if (what & EV_TIMEOUT)
 		goto done;
-	switch (pipe_flush(dead, leg)) {
-	case 1:
+	r = pump_finish(&dead->pump, &leg->pump);
+	if (r.status == PUMP_WAIT)
 		return;
-	case -1:
+	if (r.status != PUMP_DONE) {
+		/* Logged already: a live peer failing now only ends the linger early. */
+		log_debug("session %llu: linger: %s", (unsigned long long)s->id, strerror(r.err));
 		goto done;
-	}
-	if (!leg->shut) {
-		leg->shut = 1;
-		if (shutdown(leg->fd, SHUT_WR) == -1)
-			goto done;
 	}
 	/*
 	 * Closing with unread bytes would send RST (RFC 2525 2.17): read and
 	 * discard until the peer's FIN.  MSG_TRUNC discards in the kernel.
 	 */
 	for (;;) {
-		n = recv(leg->fd, NULL, 1 << 20, MSG_TRUNC | MSG_DONTWAIT);
+		n = recv(leg->pump.fd, NULL, 1 << 20, MSG_TRUNC | MSG_DONTWAIT);
 		if (n > 0)
 			continue;
 		if (n < 0 && errno == EAGAIN)
@@ -488,11 +432,18 @@ upstream_connect_next(struct session *s)
 		}
 		if (connect(fd, (const struct sockaddr *)&ep->addr, ep->len) == 0 ||
 		    errno == EINPROGRESS) {
-			s->upstream.fd = fd;
+			s->upstream.pump.fd = fd;
 			event_assign(&s->upstream.ev, w->base, fd,
 			    EV_READ | EV_WRITE | EV_ET | EV_PERSIST, leg_event, &s->upstream);
-			event_add(&s->upstream.ev, &tv);
-			return;
+			if (event_add(&s->upstream.ev, &tv) == 0)
+				return;
+			/* Our resources, not the upstream's fault: like socket() failing. */
+			s->err = errno;
+			s->all_timed_out = 0;
+			log_warn("session %llu: event for upstream %s",
+			    (unsigned long long)s->id, ep->text);
+			leg_close(&s->upstream, false);
+			break;
 		}
 		s->err = errno;
 		s->all_timed_out = 0;
@@ -519,7 +470,7 @@ session_start(struct proxy_listener *pl, int fd, const struct sockaddr *addr, so
 	}
 	leg_init(s, &s->client, SIDE_CLIENT);
 	leg_init(s, &s->upstream, SIDE_UPSTREAM);
-	s->client.fd = fd;
+	s->client.pump.fd = fd;
 	s->pl = pl;
 	listener_ref(pl);
 	s->id = atomic_fetch_add_explicit(&w->shared->next_id, 1, memory_order_relaxed) + 1;
@@ -599,9 +550,9 @@ session_close(struct session *s, enum close_reason reason, struct leg *dead, int
 	/* TCP_INFO costs a syscall per leg: read it for the log, or to time a death. */
 	logging = accesslog_enabled();
 	have_client = (logging || (dead == &s->client && reason_is_timeout(reason))) &&
-	    sockopt_tcp_snapshot(s->client.fd, &client_tcp) == 0;
+	    sockopt_tcp_snapshot(s->client.pump.fd, &client_tcp) == 0;
 	have_upstream = (logging || (dead == &s->upstream && reason_is_timeout(reason))) &&
-	    sockopt_tcp_snapshot(s->upstream.fd, &upstream_tcp) == 0;
+	    sockopt_tcp_snapshot(s->upstream.pump.fd, &upstream_tcp) == 0;
 	if (reason_is_timeout(reason) && dead != NULL) {
 		const struct tcp_snapshot *snap = dead == &s->client ? &client_tcp : &upstream_tcp;
 
@@ -616,7 +567,7 @@ session_close(struct session *s, enum close_reason reason, struct leg *dead, int
 		/* The dead peer's kernel state is gone or already reset by ours. */
 		leg_close(dead, false);
 		live = leg_peer(dead);
-		if (live->fd >= 0) {
+		if (live->pump.fd >= 0) {
 			if (fin_mode) {
 				teardown = TEARDOWN_DONE_FIN;
 			} else {
@@ -647,16 +598,18 @@ session_close(struct session *s, enum close_reason reason, struct leg *dead, int
 		    reason_name(reason), s->err ? ": " : "", s->err ? strerror(s->err) : "",
 		    teardown_name(teardown));
 
-	if (teardown == TEARDOWN_DONE_FIN && live != NULL && live->fd >= 0) {
+	if (teardown == TEARDOWN_DONE_FIN && live != NULL && live->pump.fd >= 0) {
 		struct worker *w = s->pl->worker;
 
 		s->state = STATE_LINGER;
-		leg_release_pipe(w, live);    /* owed to the dead peer: dropped */
+		pump_end_release(&w->pipes, &live->pump);    /* owed to the dead peer: dropped */
 		event_del(&live->ev);
-		event_assign(&live->ev, w->base, live->fd, EV_READ | EV_WRITE | EV_ET | EV_PERSIST,
-		    leg_event, live);
-		event_add(&live->ev, &linger);
-		return;
+		event_assign(&live->ev, w->base, live->pump.fd,
+		    EV_READ | EV_WRITE | EV_ET | EV_PERSIST, leg_event, live);
+		if (event_add(&live->ev, &linger) == 0)
+			return;
+		/* Unwatched, the linger would never end: close the live leg now. */
+		log_warn("session %llu: linger event", (unsigned long long)s->id);
 	}
 	session_free(s);
 }
@@ -670,8 +623,8 @@ session_free(struct session *s)
 
 	leg_close(&s->client, false);
 	leg_close(&s->upstream, false);
-	leg_release_pipe(w, &s->client);
-	leg_release_pipe(w, &s->upstream);
+	pump_end_release(&w->pipes, &s->client.pump);
+	pump_end_release(&w->pipes, &s->upstream.pump);
 	/* A walk about to visit s moves on to the session after it. */
 	LIST_FOREACH(c, &w->cursors, entry)
 		if (c->next == s)
@@ -729,13 +682,19 @@ session_listener_name(const struct session *s)
 size_t
 session_render_json(struct session *s, char *buf, size_t size)
 {
-	static const char *const states[] = { "connecting", "running", "closing" };
+	static const char *const states[] = {
+		[STATE_CONNECTING] = "connecting",
+		[STATE_RUNNING] = "running",
+		[STATE_LINGER] = "closing",
+	};
 	struct tcp_snapshot client_tcp, upstream_tcp;
 	char addr[INET6_ADDRSTRLEN + 16];
 	size_t len = 0;
-	int have_client = sockopt_tcp_snapshot(s->client.fd, &client_tcp) == 0;
-	int have_upstream = sockopt_tcp_snapshot(s->upstream.fd, &upstream_tcp) == 0;
+	int have_client = sockopt_tcp_snapshot(s->client.pump.fd, &client_tcp) == 0;
+	int have_upstream = sockopt_tcp_snapshot(s->upstream.pump.fd, &upstream_tcp) == 0;
 
+	_Static_assert(sizeof(states) / sizeof(states[0]) == STATE_LINGER + 1,
+	    "one name per session state");
 	buf[0] = '\0';
 	json_append(buf, size, &len, "{\"id\":%llu,\"worker\":%u,\"listener\":\"",
 	    (unsigned long long)s->id, s->pl->worker->index);

@@ -1,6 +1,6 @@
 /*
- * worker: the event loop's shared state: config generations, the pipe pool,
- * draining.
+ * worker: the event loop's shared state: config generations, the pipe pool
+ * its sessions' pumps borrow from (pump.c runs it), draining.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -27,6 +27,7 @@ worker_init(struct worker *w, struct event_base *base, struct process_shared *sh
 	LIST_INIT(&w->cursors);
 	LIST_INIT(&w->listeners);
 	LIST_INIT(&w->stats);
+	pump_pool_init(&w->pipes, PUMP_PIPE_SIZE);
 	return 0;
 }
 
@@ -34,8 +35,7 @@ void
 worker_release(struct worker *w)
 {
 	listener_close_all(w);
-	while (w->n_pipes > 0)
-		worker_pipe_discard(w->pipes[--w->n_pipes]);
+	pump_pool_release(&w->pipes);
 	if (w->drain_deadline != NULL)
 		event_free(w->drain_deadline);
 	w->drain_deadline = NULL;
@@ -115,51 +115,6 @@ generation_unref(struct generation *gen)
 		return;
 	config_free(gen->cfg);
 	free(gen);
-}
-
-int
-worker_pipe_get(struct worker *w, int fds[2])
-{
-	if (w->n_pipes > 0) {
-		w->n_pipes--;
-		fds[0] = w->pipes[w->n_pipes][0];
-		fds[1] = w->pipes[w->n_pipes][1];
-		return 0;
-	}
-	if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) == -1)
-		return -1;
-	/*
-	 * A larger pipe moves more per splice (fewer syscalls per GB).  Its
-	 * pages are only used while bytes sit in it; failing to grow it (an
-	 * unprivileged pipe-max-size) just leaves the default.
-	 */
-	if (WORKER_PIPE_SIZE != 65536 &&
-	    fcntl(fds[0], F_SETPIPE_SZ, WORKER_PIPE_SIZE) == -1 && errno != EPERM)
-		log_warn("fcntl F_SETPIPE_SZ %d", WORKER_PIPE_SIZE);
-	return 0;
-}
-
-void
-worker_pipe_put(struct worker *w, int fds[2])
-{
-	if (w->n_pipes < WORKER_PIPE_POOL) {
-		w->pipes[w->n_pipes][0] = fds[0];
-		w->pipes[w->n_pipes][1] = fds[1];
-		w->n_pipes++;
-	} else {
-		worker_pipe_discard(fds);
-	}
-	fds[0] = fds[1] = -1;
-}
-
-void
-worker_pipe_discard(int fds[2])
-{
-	if (fds[0] >= 0)
-		close(fds[0]);
-	if (fds[1] >= 0)
-		close(fds[1]);
-	fds[0] = fds[1] = -1;
 }
 
 void

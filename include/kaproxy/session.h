@@ -1,7 +1,7 @@
 /*
  * session: one proxied connection.  Two legs (client, upstream), the
- * upstream connect with failover, the byte pump in both directions with
- * backpressure and half-close, dead-peer teardown and the access-log record.
+ * upstream connect with failover, what the byte pump (pump.h) reports in
+ * either direction, dead-peer teardown and the access-log record.
  */
 #ifndef KAPROXY_SESSION_H
 #define KAPROXY_SESSION_H

@@ -18,20 +18,8 @@
 #include <event2/event_struct.h>
 
 #include "kaproxy/config.h"
+#include "kaproxy/pump.h"
 #include "kaproxy/stats.h"
-
-/* Pipes kept for reuse; a pipe is held by a direction only while bytes are in it. */
-#define WORKER_PIPE_POOL 64
-
-/*
- * Bytes a pipe may hold: the most one splice moves, and the per-direction
- * buffer bound.  256 KiB moved 10-30 % more than the 64 KiB default in bulk
- * runs here; its pages exist only while bytes sit in it.  (An unprivileged
- * user past pipe-user-pages-soft gets smaller pipes: still correct.)
- */
-#ifndef WORKER_PIPE_SIZE
-#define WORKER_PIPE_SIZE (256 * 1024)
-#endif
 
 struct session;
 struct session_cursor;
@@ -71,8 +59,7 @@ struct worker {
 	size_t n_pending;
 	uint32_t n_sessions;
 	struct stats_list stats;
-	int pipes[WORKER_PIPE_POOL][2];
-	unsigned n_pipes;
+	struct pump_pool pipes;         /* for this loop's sessions' pumps */
 	bool draining;
 	bool drained;
 	struct event *drain_deadline;
@@ -146,18 +133,6 @@ struct generation *generation_new(struct config *cfg);
 void generation_ref(struct generation *gen);
 /* Drop a reference; the last one frees gen and its config. */
 void generation_unref(struct generation *gen);
-
-/*
- * Take a pipe from the pool or make one: fds[0] read end, fds[1] write end.
- * Returns 0, or -1 with errno set (EMFILE, ENFILE).
- */
-int worker_pipe_get(struct worker *w, int fds[2]);
-
-/* Return an empty pipe to the pool (or close it when the pool is full). */
-void worker_pipe_put(struct worker *w, int fds[2]);
-
-/* Close a pipe that may still hold bytes (they are discarded). */
-void worker_pipe_discard(int fds[2]);
 
 /* Called by session code when a session is freed. */
 void worker_session_gone(struct worker *w);
