@@ -574,6 +574,55 @@ class Kaproxy(Proc):
         self.wait_log("draining")
 
 
+# --- the admin endpoint ------------------------------------------------------
+
+ADMIN_LISTEN = "127.0.0.1:9901"
+ADMIN_TIMEOUT = 5        # seconds for one admin request, connecting included
+
+
+class Admin:
+    """kaproxy's admin HTTP endpoint, asked with curl from inside the proxy
+    namespace; every request is bounded by ADMIN_TIMEOUT."""
+
+    def __init__(self, lab, addr=ADMIN_LISTEN):
+        self.lab, self.addr = lab, addr
+
+    def request(self, path, method="GET", headers=()):
+        """(HTTP status, body); status 0 when there was no answer in time."""
+        argv = ["curl", "-s", "--max-time", str(ADMIN_TIMEOUT), "-X", method,
+                "-o", "-", "-w", "\n%{http_code}"]
+        for h in headers:
+            argv += ["-H", h]
+        r = self.lab.run("proxy", argv + ["http://%s%s" % (self.addr, path)], check=False,
+                         timeout=ADMIN_TIMEOUT + 5)
+        body, _, code = r.stdout.rpartition("\n")
+        return int(code or 0), body
+
+    def get(self, path):
+        """The body of GET path, which must answer 200."""
+        code, body = self.request(path)
+        if code != 200:
+            raise Failure("GET %s answered %s: %r" % (path, code, body[:300]))
+        return body
+
+    def json(self, path):
+        return json.loads(self.get(path))
+
+    def metrics(self):
+        """GET /metrics as {'name{labels}': value}."""
+        return parse_metrics(self.get("/metrics"))
+
+
+def parse_metrics(text):
+    """Prometheus text exposition -> {'name{labels}': float}."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, _, value = line.rpartition(" ")
+            out[series] = float(value)
+    return out
+
+
 def listener(listen="%s:7000" % PROXY_CLIENT_IP, upstream="%s:7001" % SERVER_IP,
              client=(1, 1, 2), upstream_policy=(1, 1, 2), **keys):
     """Keys of one [listener] section.  client/upstream_policy are
@@ -851,6 +900,9 @@ class Lab:
         px = Kaproxy(self, self.kaproxy_bin, ini, wrapper=wrapper)
         self.kaproxy = px
         wanted = {keys["listen"] for keys in listeners.values()}
+        admin = (global_keys or {}).get("admin_listen", "off")
+        if admin != "off":
+            wanted.add(admin)
         self.wait_listening(px, wanted, wait)
         return px
 
