@@ -996,11 +996,12 @@ class Lab:
         else:
             raise Failure(msg)
 
-    def check_within(self, what, measured_s, bound_s, slack_s=SLACK, lower_s=None,
-                     leg=None, situation=None):
+    def check_within(self, what, measured_s, bound_s, slack_s=SLACK, lower_s=None, *,
+                     leg, situation=None):
         """Print a measured time next to its bound; fail above bound+slack
-        (or below lower_s when given).  leg and situation (optional) label
-        the row of the measurement table (99-measure-table.py)."""
+        (or below lower_s when given).  leg (client, upstream or both) and
+        situation (optional) label the row of the measurement table
+        (99-measure-table.py)."""
         line = "%s: measured %.2fs, configured bound %.2fs (+%.2fs slack)" % (
             what, measured_s, bound_s, slack_s)
         log(line)
@@ -1021,7 +1022,7 @@ class Lab:
         scenario, leg, situation, bound, slack, measured, verdict, what)."""
         if not self.measure_path:
             return
-        row = [self.scenario or "-", leg or "-", situation or "-", "%.2f" % bound_s,
+        row = [self.scenario or "-", leg, situation or "-", "%.2f" % bound_s,
                "%.2f" % slack_s, "%.2f" % measured_s, verdict, what]
         try:
             os.makedirs(os.path.dirname(self.measure_path), exist_ok=True)
