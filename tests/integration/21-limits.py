@@ -20,26 +20,17 @@ def main(t):
     b = t.pair(srv, name="client-b")
     srv.ok("use %d" % a.server_conn)
     t.exchange(a, srv)
-    c = t.client("client-c")
-    r = c.cmd("connect %s:7000 5" % lab.PROXY_CLIENT_IP)
-    if r.status == "OK":
-        r = c.cmd("wait_close 5", timeout=10)
-        t.check(r.status == "RESET", "the third connection is reset (%s)" % r)
-    else:
-        t.check(r["errno"] == "ECONNRESET", "the third connection is reset (%s)" % r)
+    t.check_reset(t.client("client-c"), "%s:7000" % lab.PROXY_CLIENT_IP, "the third connection")
     for c in (a, b):
-        c.ok("close")
-        srv.ok("use %d" % c.server_conn)
-        srv.ok("close")
-    t.access_log.wait(lambda r: r["listener"] == "cap", 5)
+        t.close_pair(c, srv)
+    t.check_closed(t.access_log.of("cap", 5), "client_fin", "none")
 
     cli = t.pair(srv, target="%s:7010" % lab.PROXY_CLIENT_IP, name="client-idle")
     t.exchange(cli, srv)
     quiet_since = time.time()
     rec, r = t.close_of("idle", cli, 10)
-    waited = rec["_seen"] - quiet_since
-    t.check(rec["close_reason"] == "idle_timeout", "close_reason idle_timeout (%s)" % rec)
-    t.check_within("idle_timeout 1.5 s", waited, 1.5, 1.0, lower_s=1.4)
+    t.check_closed(rec, "idle_timeout", "rst", bytes_from_client=1000, bytes_to_client=1000)
+    t.check_within("idle_timeout 1.5 s", rec["_seen"] - quiet_since, 1.5, lower_s=1.4, leg="both")
     t.check(r.status == "RESET", "the client is reset (%s)" % r)
     r = srv.cmd("wait_close 5", timeout=10)
     t.check(r.status == "RESET", "the server is reset (%s)" % r)

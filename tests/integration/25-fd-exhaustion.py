@@ -6,6 +6,7 @@ itself).  Sessions take two descriptors each, so depending on the parity of
 what is left, the last client meets either a failing accept or a failing
 upstream socket; both limits N and N+1 are tried, so both paths run.
 """
+import os
 import time
 
 import lab
@@ -16,7 +17,7 @@ BASE = 16
 def cpu_seconds(pid):
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / float(lab.os.sysconf("SC_CLK_TCK"))
+    return (int(fields[11]) + int(fields[12])) / float(os.sysconf("SC_CLK_TCK"))
 
 
 def run_with_limit(t, srv, limit, port):
@@ -35,7 +36,8 @@ def run_with_limit(t, srv, limit, port):
             waiting = c           # reset (connect_failed), or queued and not accepted
             break
         srv.ok("expect 10")
-        held.append((c, int(r["conn"])))
+        c.server_conn = int(r["conn"])
+        held.append(c)
     t.check(waiting is not None, "limit %d: the descriptors run out after %d sessions" % (limit, len(held)))
 
     # No busy loop while a connection waits and accept keeps failing.
@@ -46,16 +48,14 @@ def run_with_limit(t, srv, limit, port):
             % (limit, spent))
     paused = "pausing" in px.stderr_text(100000)
     t.access_log.poll()
-    failed = any(r.get("close_reason") == "connect_failed" for r in t.access_log.records)
+    failed = any(r["close_reason"] == "connect_failed" for r in t.access_log.records)
     lab.log("limit %d: %d sessions, then %s" % (limit, len(held),
             "accept paused (EMFILE)" if paused else "connect_failed" if failed else "?"))
     t.check(paused or failed, "limit %d: the extra client met a paused accept or a reset" % limit)
 
     # Free two sessions; the waiting client (if it was not reset) is served.
-    for c, conn in held[:2]:
-        c.ok("close")
-        srv.ok("use %d" % conn)
-        srv.ok("close")
+    for c in held[:2]:
+        t.close_pair(c, srv)
     if paused:
         r = srv.cmd("accept 5", timeout=10)
         t.check(r.status == "OK", "limit %d: the waiting client is accepted after the pause (%s)"
@@ -67,9 +67,8 @@ def run_with_limit(t, srv, limit, port):
     r = srv.cmd("accept 5", timeout=10)
     t.check(r.status == "OK", "limit %d: a new client is served again (%s)" % (limit, r))
     srv.ok("expect 10")
-    status = px.stop()
-    t.check(status == 0, "limit %d: kaproxy drains and exits 0 (got %s)" % (limit, status))
-    t.kaproxy = None
+    px.drain()
+    t.wait_kaproxy_exit()
     return paused, failed
 
 

@@ -16,31 +16,16 @@ def main(t):
         "refused": lab.listener(listen="[::1]:7102", upstream=REFUSING),
     })
     cli = t.peer("proxy", "client6")
-    cli.ok("connect %s 5" % LISTEN)
+    local = cli.ok("connect %s 5" % LISTEN)["local"]
     srv.ok("accept 5")
     t.exchange(cli, srv, 100000)
-    cli.ok("shutdown_wr")
-    r = srv.cmd("wait_close 5", timeout=10)
-    t.check(r.status == "EOF", "the client's FIN reaches the server over IPv6 (%s)" % r)
-    srv.ok("send 5000")
-    cli.ok("expect 5000")
-    srv.ok("close")
-    rec = t.access_log.wait(lambda r: r["listener"] == "six", 10)
-    t.check(rec["close_reason"] == "client_fin" and rec["teardown"] == "none",
-            "orderly close logged (%s/%s)" % (rec["close_reason"], rec["teardown"]))
-    t.check(rec["client"].startswith("[::1]:") and rec["upstream"] == UPSTREAM,
-            "addresses logged as [v6]:port (%s -> %s)" % (rec["client"], rec["upstream"]))
-    t.check(rec["bytes_from_client"] == 100000 and rec["bytes_to_client"] == 105000,
-            "byte counts (%s/%s)" % (rec["bytes_from_client"], rec["bytes_to_client"]))
+    t.half_close(cli, srv, 5000)
+    t.check(local.startswith("[::1]:"), "the client's address is [v6]:port (%s)" % local)
+    t.check_closed(t.access_log.of("six"), "client_fin", "none", client=local, upstream=UPSTREAM,
+                   bytes_from_client=100000, bytes_to_client=105000)
 
-    cli2 = t.peer("proxy", "client6-refused")
-    r = cli2.cmd("connect [::1]:7102 5")
-    if r.status == "OK":
-        r = cli2.cmd("wait_close 5", timeout=10)
-    t.check(r.status == "RESET" or r.get("errno") == "ECONNRESET",
-            "a refusing v6 upstream resets the client (%s)" % r)
-    rec = t.access_log.wait(lambda r: r["listener"] == "refused", 10)
-    t.check(rec["close_reason"] == "connect_failed", "connect_failed (%s)" % rec["close_reason"])
+    t.check_reset(t.peer("proxy", "client6-refused"), "[::1]:7102", "a refusing v6 upstream")
+    t.check_closed(t.access_log.of("refused"), "connect_failed", "rst", upstream=REFUSING)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""A peer powered off (its namespace drops everything) is declared dead on either leg within idle + interval*count: on the wire, `count` unanswered probes spaced by the interval, then kaproxy's RST to the other peer, whose socket sees ECONNRESET; logged *_timeout, teardown rst.
+"""A peer powered off (its namespace drops everything) while idle is declared dead by its own leg's keepalive within idle + interval*count, on either leg: on the wire, `count` unanswered probes spaced by the interval, then kaproxy's RST to the other peer, whose socket sees ECONNRESET; logged *_timeout, teardown rst, detect_ms within the bound, every byte counted.
 
 Client leg first (listener c: client 2s/1s/2, upstream 3s/1s/3), then the
-upstream leg (listener u: the other way round), bound 4 s each.  Measured
-from the DROP to the access-log line, and on the wire from the last segment
-the dead peer sent to kaproxy's RST on the other leg.  Extends 02/03 (the
-socket side) with the wire.
+upstream leg (listener u: the other way round), bound 4 s each, so a proxy
+applying the other leg's values fails the bound.  Measured from the DROP to
+the access-log line, as detect_ms, and on the wire from the last segment
+the dead peer sent to kaproxy's RST on the other leg.
 """
 import lab
 import situations

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The table of measured detection times: every check_within() of the scenarios that ran before this one (ctest runs the netns scenarios serially in name order, so 99 comes last), one row per measurement: scenario, leg, situation, configured bound, measured.
+"""The table of measured detection times: every check_within() of the scenarios that ran before this one (ctest runs the netns scenarios serially in name order, so 99 comes last), one row per measurement: scenario, leg, situation, configured bound, slack, measured.
 
 Reads the per-scenario files lab.py writes to lab.measure_dir() (the build
 directory's netns-measure/, or $KAPROXY_MEASURE_DIR); each scenario replaces
@@ -17,15 +17,6 @@ import time
 import lab
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def infer_leg(what):
-    """Leg of a row recorded without one (scenarios before 30)."""
-    w = what.lower()
-    hits = [(w.find(k), leg) for k, leg in (("client", "client"), ("upstream", "upstream"),
-                                             ("server", "upstream"), ("connect", "upstream"))
-            if k in w]
-    return min(hits)[1] if hits else "both"
 
 
 def main():
@@ -53,8 +44,6 @@ def main():
                 if len(col) != 8:
                     continue
                 scen, leg, sit, bound, slack, measured, verdict, what = col
-                if leg == "-":
-                    leg = infer_leg(what) + "*"
                 rows.append((scen, leg, sit if sit != "-" else "", bound, slack, measured,
                              verdict, what))
     mtimes = [os.path.getmtime(p) for p in files]
@@ -69,7 +58,7 @@ def main():
     for r in rows:
         print("| " + " | ".join(r[:6] + ("" if r[6] == "ok" else "**%s**" % r[6], r[7])) + " |")
     if not args.markdown:
-        print("(* leg inferred from the text; bound and slack as configured in the scenario)")
+        print("(bound and slack as configured in the scenario)")
         bad = [r for r in rows if r[6] != "ok"]
         if bad:
             print("note: %d row(s) outside their bound; those scenarios failed on their own" % len(bad))

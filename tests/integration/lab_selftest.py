@@ -36,22 +36,8 @@ def forward_and_half_close(t):
     srv = t.server()
     standin(t)
     cli = t.pair(srv)
-    # 1 MB each way at the same time: both sends must be in flight together.
-    cli.submit("send %d" % MB)
-    srv.submit("send %d" % MB)
-    srv.submit("expect %d" % MB)
-    cli.submit("expect %d" % MB)
-    cs, ss, sg, cg = cli.reply(20), srv.reply(20), srv.reply(20), cli.reply(20)
-    t.check(cs.status == ss.status == sg.status == cg.status == "OK", "1 MB each way")
-    t.check(cs["sha"] == sg["sha"] and ss["sha"] == cg["sha"], "checksums match")
-    cli.ok("shutdown_wr")
-    r = srv.cmd("wait_close 5")
-    t.check(r.status == "EOF", "server sees the client's FIN")
-    srv.ok("send 70000")
-    cli.ok("expect 70000")
-    srv.ok("close")
-    r = cli.cmd("wait_close 5")
-    t.check(r.status == "EOF" and r["extra"] == "0", "client gets all bytes then EOF")
+    t.both_ways(cli, srv, MB)
+    t.half_close(cli, srv, 70000)
     return srv
 
 

@@ -46,14 +46,6 @@ CALM_POLICY = (3, 1, 3)      # the other leg
 USER_TIMEOUT = 3             # path-broken: keepalive off, TCP_USER_TIMEOUT 3 s
 NAT_TIMEOUT = 6              # nat-expiry: conntrack established timeout in the NAT
 NAT_KEEPALIVE = (2, 1, 2)    # nat-expiry, kept-alive listener: idle 2 s < 6 s
-TIMER_SLACK = 0.3            # kernel timer vs. configured value, on the wire
-
-
-def timer_slack(seconds):
-    """How late a kernel timer of that length may fire: the timer wheel
-    rounds long timers up by up to 1/8 of their length (plus scheduling)."""
-    return 0.2 + seconds / 8.0
-SLACK = 1.5                  # event -> access-log line, as in 02/03
 
 
 # --- a short account of what happened (printed by kaproxy-lab) -------------
@@ -136,12 +128,28 @@ class Conn:
         self.send("upstream", n)
         self.ok("client", "expect %d" % n)
 
-    def record(self, timeout, what=None):
+    def counts(self):
+        """The byte counts its access-log line must show."""
+        return {"bytes_from_client": self.sent["client"], "bytes_to_client": self.sent["upstream"]}
+
+    def record(self, timeout):
         """This connection's access-log line."""
-        addr = "%s:%d" % self.client_addr
-        return self.t.access_log.wait(
-            lambda r: r.get("listener") == self.listener and r.get("client") == addr,
-            timeout, what or "the access-log line of %s (client %s)" % (self.listener, addr))
+        return self.t.access_log.of(self.listener, timeout, client="%s:%d" % self.client_addr)
+
+    def still_open(self):
+        """No access-log line for this connection yet."""
+        return not self.t.access_log.closed(self.listener, client="%s:%d" % self.client_addr)
+
+    def ends(self, leg, timeout):
+        """While the peer of the other leg waits for its connection to end,
+        this connection's access-log line: (record, that peer's answer)."""
+        other = OTHER[leg]
+        self.submit(other, "wait_close %d" % timeout)
+        rec = self.record(timeout)
+        r = self.peer(other).reply(timeout + 5)
+        log_record(self.t, rec)
+        note(self.t, PEER_ROLE[other], "wait_close -> %s" % r.raw)
+        return rec, r
 
     def streams(self, pkts):
         """{leg: Stream} of this connection in a proxy-namespace capture."""
@@ -208,11 +216,16 @@ class Stream:
     def fins(self, out):
         return [p for p in self.pkts if p["fin"] and p["out"] == out]
 
-    def idle_segments(self, after):
-        """Everything kaproxy's host sent on this leg after `after` that is
-        neither data nor SYN/FIN/RST: on an idle leg, only keepalive probes."""
-        return [p for p in self.pkts if p["out"] and p["t"] > after and p["len"] == 0
+    def idle_segments(self, after, before=float("inf")):
+        """Everything kaproxy's host sent on this leg between after and
+        before that is neither data nor SYN/FIN/RST: on an idle leg, only
+        keepalive probes."""
+        return [p for p in self.pkts if p["out"] and after < p["t"] < before and p["len"] == 0
                 and not (p["syn"] or p["fin"] or p["rst"])]
+
+    def probes(self, out=True):
+        """The keepalive probes sent (out) or received on this leg."""
+        return [p for p in self.pkts if p["out"] == out and is_probe(p)]
 
     def answer_to(self, probe, within=1.0):
         """The first packet from the peer after probe, if within seconds."""
@@ -230,9 +243,14 @@ class Stream:
             out.append("%.3f %s %s:%d > %s:%d [%s] seq=%d ack=%s len=%d%s" % (
                 p["t"], "->" if p["out"] else "<-", p["src"], p["sport"], p["dst"], p["dport"],
                 flags, p["rseq"], p["rack"], p["len"],
-                "  (probe: SND.NXT-1)" if p["out"] and p["len"] == 0 and p["rseq"] == p["nxt"] - 1
-                and not (p["syn"] or p["fin"] or p["rst"]) else ""))
+                "  (probe: SND.NXT-1)" if p["out"] and is_probe(p) else ""))
         return out
+
+
+def is_probe(p):
+    """A keepalive probe: no payload, no SYN/FIN/RST, SEG.SEQ = SND.NXT - 1."""
+    return (p["len"] == 0 and p["rseq"] == p["nxt"] - 1
+            and not (p["syn"] or p["fin"] or p["rst"]))
 
 
 def start_capture(t):
@@ -252,13 +270,39 @@ def print_streams(t, streams, after=0.0):
     print("----", flush=True)
 
 
-def check_probes(t, s, probes, leg):
-    """Every segment kaproxy sent on the idle leg is a keepalive probe:
-    no payload, SEG.SEQ = SND.NXT - 1."""
-    bad = [p for p in probes if p["len"] != 0 or p["rseq"] != p["nxt"] - 1]
-    t.check(not bad, "%s leg: all %d idle segments from the proxy are keepalive probes "
-            "(len 0, SEG.SEQ = SND.NXT - 1; seq/SND.NXT %s)"
-            % (leg, len(probes), ", ".join("%d/%d" % (p["rseq"], p["nxt"]) for p in probes[:6])))
+def idle_probes(t, s, leg, after, before=float("inf"), count=None, at_least=1):
+    """The probe test: every segment kaproxy sent on leg (stream s) while it
+    was idle, between after and before, is a keepalive probe, and there are
+    exactly count of them (or at least at_least).  Returns them in order."""
+    segs = s.idle_segments(after, before)
+    t.check(all(is_probe(p) for p in segs), "%s leg: all %d idle segments from the proxy are "
+            "keepalive probes (len 0, SEG.SEQ = SND.NXT - 1; seq/SND.NXT %s)"
+            % (leg, len(segs), ", ".join("%d/%d" % (p["rseq"], p["nxt"]) for p in segs[:6])))
+    if count is not None:
+        t.check(len(segs) == count, "%s leg: %d unanswered probes = keepalive_count %d"
+                % (leg, len(segs), count))
+    else:
+        t.check(len(segs) >= at_least, "%s leg: keepalive probes: %d (want >= %d)"
+                % (leg, len(segs), at_least))
+    return segs
+
+
+def kaproxy_rst(t, o, other, after, since):
+    """kaproxy's first RST on the other leg (stream o) after `after`, with
+    nothing (no data, no FIN) sent on that leg between since and it."""
+    rsts = o.rsts(True, after)
+    t.check(rsts, "%s leg: kaproxy's RST to the %s on the wire" % (other, PEER_ROLE[other]))
+    before = [p for p in o.sent(since) if p["t"] < rsts[0]["t"] and (p["len"] or p["fin"])]
+    t.check(not before, "%s leg: nothing (no data, no FIN) sent before that RST" % other)
+    return rsts[0]
+
+
+def reset_verdict(t, c, leg, rec, r, reason):
+    """c's record says the leg's peer is gone (reason), teardown rst, every
+    byte counted; the other peer's socket sees ECONNRESET."""
+    t.check_closed(rec, "%s_%s" % (leg, reason), "rst", **c.counts())
+    t.check(r.status == "RESET" and r.get("errno") == "ECONNRESET",
+            "the %s peer's socket sees ECONNRESET (got %s)" % (PEER_ROLE[OTHER[leg]], r))
 
 
 # --- kaproxy configurations -------------------------------------------------------
@@ -287,8 +331,18 @@ def alive_server(t):
     return t.srv
 
 
-def fresh_conn(t, leg, cname):
-    return Conn(t, alive_server(t), NAME[leg], LISTEN_PORT[leg], cname)
+def each_leg(t, legs, leg_fn, extra=None):
+    """kaproxy with per_leg_listeners(extra), then leg_fn(t, leg) per leg."""
+    t.start_kaproxy(per_leg_listeners(extra))
+    for leg in legs:
+        leg_fn(t, leg)
+
+
+def watched_conn(t, leg):
+    """A capture of the proxy namespace, and a fresh connection through the
+    listener whose leg `leg` has the short policy."""
+    cap = start_capture(t)
+    return cap, Conn(t, alive_server(t), NAME[leg], LISTEN_PORT[leg], "client-%s" % leg)
 
 
 # --- 1. normal ----------------------------------------------------------------------
@@ -308,9 +362,8 @@ def normal(t, legs=LEGS):
          % (NORMAL_WATCH, NORMAL["client"], NORMAL["upstream"]))
     # Waiting for the keepalive timers is the point here.
     time.sleep(NORMAL_WATCH)
-    t.access_log.poll()
-    t.check(not [r for r in t.access_log.records if r.get("listener") == "n"],
-            "no access-log line: the connection is still up after %.1fs idle" % NORMAL_WATCH)
+    t.check(c.still_open(), "no access-log line: the connection is still up after %.1fs idle"
+            % NORMAL_WATCH)
     c.exchange(2000)
     note(t, "client", "received 1000 + 2000 bytes, all verified")
     note(t, "server", "received 1000 + 2000 bytes, all verified")
@@ -320,11 +373,8 @@ def normal(t, legs=LEGS):
         s = streams[leg]
         idle, intvl, cnt = NORMAL[leg]
         quiet = s.last_data(start) + 0.5   # past any delayed ACK of the last data
-        probes = [p for p in s.idle_segments(quiet) if p["t"] < start + NORMAL_WATCH]
-        want = int((NORMAL_WATCH - 0.4) // idle)
-        t.check(len(probes) >= want, "%s leg: %d keepalive probes in %.1fs idle (idle %ds: want >= %d)"
-                % (leg, len(probes), NORMAL_WATCH, idle, want))
-        check_probes(t, s, probes, leg)
+        probes = idle_probes(t, s, leg, quiet, start + NORMAL_WATCH,
+                             at_least=int((NORMAL_WATCH - 0.4) // idle))
         answers = []
         for p in probes:
             a = s.answer_to(p)
@@ -332,20 +382,19 @@ def normal(t, legs=LEGS):
                     and not a["rst"], "%s leg: the probe at %.3f is answered by an ACK of SND.NXT "
                     "(%s)" % (leg, p["t"], a and "ack %s after %.1fms" % (a["rack"], 1000 * (a["t"] - p["t"]))))
             answers.append(a)
-        t.check(not [p for p in s.received() if p["len"] == 0 and p["rseq"] == p["nxt"] - 1
-                     and not (p["syn"] or p["fin"] or p["rst"])],
-                "%s leg: the probes are kaproxy's (the peer sends none)" % leg)
+        t.check(not s.probes(out=False), "%s leg: the probes are kaproxy's (the peer sends none)"
+                % leg)
         last_in = s.last_received_before(probes[0]["t"])
         t.check_within("%s leg: first keepalive probe after the last segment received (wire)" % leg,
-                       probes[0]["t"] - last_in["t"], idle, timer_slack(idle), lower_s=idle - 0.05,
-                       leg=leg, situation="normal: first probe")
+                       probes[0]["t"] - last_in["t"], idle, lab.timer_slack(idle),
+                       lower_s=idle - 0.05, leg=leg, situation="normal: first probe")
         # An answered probe refreshes the receive timestamp: the next one
         # comes `idle` after that ACK (interval applies only while unanswered).
         gaps = [probes[i + 1]["t"] - answers[i]["t"] for i in range(len(probes) - 1)]
         t.check(min(gaps) >= idle - 0.05, "%s leg: no probe earlier than idle after the previous "
                 "answer (gaps %s)" % (leg, ", ".join("%.3f" % g for g in gaps)))
         t.check_within("%s leg: next probe after the previous probe's ACK, longest (wire)" % leg,
-                       max(gaps), idle, timer_slack(idle), lower_s=idle - 0.05,
+                       max(gaps), idle, lab.timer_slack(idle), lower_s=idle - 0.05,
                        leg=leg, situation="normal: probe spacing")
         note(t, "wire", "%s leg: %d probes, first %.3fs after the last segment, then every %s s "
              "(each after the ACK), all answered" % (leg, len(probes), probes[0]["t"] - last_in["t"],
@@ -355,123 +404,92 @@ def normal(t, legs=LEGS):
 # --- 2. powered off -------------------------------------------------------------------
 
 def powered_off(t, legs=LEGS):
-    t.start_kaproxy(per_leg_listeners())
-    for leg in legs:
-        _powered_off_leg(t, leg)
+    each_leg(t, legs, _powered_off_leg)
 
 
 def _powered_off_leg(t, leg):
     other, role = OTHER[leg], PEER_ROLE[leg]
     idle, intvl, cnt = FAIL_POLICY
     bound = lab.worst_case_s(FAIL_POLICY)
-    cap = start_capture(t)
-    c = fresh_conn(t, leg, "client-%s" % leg)
+    cap, c = watched_conn(t, leg)
     c.exchange()
     dropped = t.drop_all(role)
     note(t, "harness", "%s namespace drops everything (powered off)" % role)
-    c.submit(other, "wait_close %d" % (bound + 10))
-    rec = c.record(bound + 10)
-    r = c.peer(other).reply(15)
-    log_record(t, rec)
-    note(t, PEER_ROLE[other], "wait_close -> %s" % r.raw)
+    rec, r = c.ends(leg, bound + 10)
     pkts = cap.packets()
     c.peer(leg).stop()   # the "powered off" peer's process has no further part
     t.undrop(role)
-    t.check(rec["close_reason"] == "%s_timeout" % leg, "close_reason %s_timeout (got %r, detail %r)"
-            % (leg, rec["close_reason"], rec.get("detail")))
-    t.check(rec["teardown"] == "rst", "teardown rst (got %r)" % rec["teardown"])
+    reset_verdict(t, c, leg, rec, r, "timeout")
     t.check_within("%s powered off: DROP -> access-log line" % leg, rec["_seen"] - dropped,
-                   bound, SLACK, lower_s=idle, leg=leg, situation="powered-off")
-    t.check(r.status == "RESET" and r.get("errno") == "ECONNRESET",
-            "the %s peer's socket sees ECONNRESET (got %s)" % (PEER_ROLE[other], r))
+                   bound, lower_s=idle, leg=leg, situation="powered-off")
+    t.check_within("%s powered off: detect_ms (last segment from the peer -> declared dead)" % leg,
+                   rec["detect_ms"] / 1000.0, bound, lower_s=idle, leg=leg,
+                   situation="powered-off: detect_ms")
 
     streams = c.streams(pkts)
     print_streams(t, streams, dropped - 0.5)
     s, o = streams[leg], streams[other]
     last_in = s.last_received_before(rec["_seen"])
     t.check(last_in["t"] < dropped + 0.05, "%s leg: nothing from the peer after the DROP" % leg)
-    probes = s.idle_segments(s.last_data() + 0.5)
-    probes = [p for p in probes if p["t"] > dropped]
-    check_probes(t, s, probes, leg)
-    t.check(len(probes) == cnt, "%s leg: %d unanswered probes = keepalive_count %d"
-            % (leg, len(probes), cnt))
+    probes = idle_probes(t, s, leg, max(s.last_data() + 0.5, dropped), count=cnt)
     t.check_within("%s leg: first probe after the last segment received (wire)" % leg,
-                   probes[0]["t"] - last_in["t"], idle, timer_slack(idle), lower_s=idle - 0.05,
-                   leg=leg, situation="powered-off: first probe")
+                   probes[0]["t"] - last_in["t"], idle, lab.timer_slack(idle),
+                   lower_s=idle - 0.05, leg=leg, situation="powered-off: first probe")
     gaps = [b["t"] - a["t"] for a, b in zip(probes, probes[1:])]
-    t.check(all(intvl - 0.05 <= g <= intvl + timer_slack(intvl) for g in gaps),
+    t.check(all(intvl - 0.05 <= g <= intvl + lab.timer_slack(intvl) for g in gaps),
             "%s leg: unanswered probes spaced by the interval %ds (%s)"
             % (leg, intvl, ", ".join("%.3f" % g for g in gaps)))
     kr = s.rsts(True, dropped)
     t.check(kr, "%s leg: the kernel's RST towards the dead peer when it gives up" % leg)
-    orst = o.rsts(True, dropped)
-    t.check(len(orst) >= 1, "%s leg: kaproxy's RST to the %s on the wire" % (other, PEER_ROLE[other]))
-    before = [p for p in o.sent(dropped) if p["t"] < orst[0]["t"] and (p["len"] or p["fin"])]
-    t.check(not before, "%s leg: nothing (no data, no FIN) sent before that RST" % other)
+    orst = kaproxy_rst(t, o, other, dropped, dropped)
     t.check_within("%s powered off: last segment from the peer -> kaproxy's RST on the %s leg (wire)"
-                   % (leg, other), orst[0]["t"] - last_in["t"], bound, timer_slack(bound),
+                   % (leg, other), orst["t"] - last_in["t"], bound, lab.timer_slack(bound),
                    lower_s=bound - 0.05, leg=leg, situation="powered-off (wire)")
     note(t, "wire", "%s leg: %d probes %s s apart, kernel RST at %.3fs; kaproxy's RST on the %s leg "
          "%.3fs after the last segment from the dead peer"
          % (leg, len(probes), "/".join("%.2f" % g for g in gaps), kr[0]["t"] - last_in["t"],
-            other, orst[0]["t"] - last_in["t"]))
+            other, orst["t"] - last_in["t"]))
 
 
 # --- 3. rebooted -----------------------------------------------------------------------
 
 def rebooted(t, legs=LEGS):
-    t.start_kaproxy(per_leg_listeners())
-    for leg in legs:
-        _rebooted_leg(t, leg)
+    each_leg(t, legs, _rebooted_leg)
 
 
 def _rebooted_leg(t, leg):
     other, role = OTHER[leg], PEER_ROLE[leg]
     idle = FAIL_POLICY[0]
-    cap = start_capture(t)
-    c = fresh_conn(t, leg, "client-%s" % leg)
+    cap, c = watched_conn(t, leg)
     c.exchange()
     t.reboot(role)
     back = time.time()
     note(t, "harness", "%s rebooted: fresh namespace, same address, no TCP state" % role)
-    c.submit(other, "wait_close 15")
-    rec = c.record(15)
-    r = c.peer(other).reply(20)
-    log_record(t, rec)
-    note(t, PEER_ROLE[other], "wait_close -> %s" % r.raw)
-    t.check(rec["close_reason"] == "%s_reset" % leg, "close_reason %s_reset (got %r, detail %r)"
-            % (leg, rec["close_reason"], rec.get("detail")))
-    t.check(rec["teardown"] == "rst", "teardown rst (got %r)" % rec["teardown"])
+    rec, r = c.ends(leg, 15)
+    reset_verdict(t, c, leg, rec, r, "reset")
     t.check_within("%s rebooted: back up -> access-log line" % leg, rec["_seen"] - back,
-                   idle, SLACK, leg=leg, situation="rebooted")
-    t.check(r.status == "RESET" and r.get("errno") == "ECONNRESET",
-            "the %s peer's socket sees ECONNRESET (got %s)" % (PEER_ROLE[other], r))
+                   idle, leg=leg, situation="rebooted")
 
     streams = c.streams(cap.packets())
     print_streams(t, streams, back - 2)
     s, o = streams[leg], streams[other]
-    probes = [p for p in s.idle_segments(s.last_data() + 0.5) if p["t"] > back]
-    t.check(probes, "%s leg: a keepalive probe after the reboot" % leg)
-    check_probes(t, s, probes[:1], leg)
-    p = probes[0]
+    p = idle_probes(t, s, leg, max(s.last_data() + 0.5, back))[0]
     a = s.answer_to(p, within=0.5)
     t.check(a is not None and a["rst"] and a["seq"] == p["ack"],
             "%s leg: the rebooted host answers the probe with RST, SEG.SEQ = the probe's ACK (%s)"
             % (leg, a and "flags 0x%x seq %d vs ack %d" % (a["flags"], a["seq"], p["ack"])))
-    orst = o.rsts(True, a["t"] - 0.001)
-    t.check(orst, "%s leg: kaproxy's RST to the %s on the wire" % (other, PEER_ROLE[other]))
-    before = [x for x in o.sent(back) if x["t"] < orst[0]["t"] and (x["len"] or x["fin"])]
-    t.check(not before, "%s leg: nothing (no data, no FIN) sent before that RST" % other)
+    orst = kaproxy_rst(t, o, other, a["t"] - 0.001, back)
     last_in = s.last_received_before(p["t"])
     t.check_within("%s leg: probe after the last segment received (wire)" % leg,
-                   p["t"] - last_in["t"], idle, timer_slack(idle), lower_s=idle - 0.05,
+                   p["t"] - last_in["t"], idle, lab.timer_slack(idle), lower_s=idle - 0.05,
                    leg=leg, situation="rebooted: probe")
     t.check_within("%s rebooted: peer's RST -> kaproxy's RST on the %s leg (wire)" % (leg, other),
-                   orst[0]["t"] - a["t"], 0, 0.5, leg=leg, situation="rebooted: RST relayed (wire)")
+                   orst["t"] - a["t"], 0, lab.timer_slack(0), leg=leg,
+                   situation="rebooted: RST relayed (wire)")
     note(t, "wire", "%s leg: probe %.3fs after the last segment, answered by RST in %.1fms; "
          "kaproxy's RST on the %s leg %.1fms later" % (leg, p["t"] - last_in["t"],
                                                       1000 * (a["t"] - p["t"]), other,
-                                                      1000 * (orst[0]["t"] - a["t"])))
+                                                      1000 * (orst["t"] - a["t"])))
 
 
 # --- 4. killed -------------------------------------------------------------------------
@@ -480,15 +498,12 @@ KILL_BYTES = 100000
 
 
 def killed(t, legs=LEGS):
-    t.start_kaproxy(per_leg_listeners())
-    for leg in legs:
-        _killed_leg(t, leg)
+    each_leg(t, legs, _killed_leg)
 
 
 def _killed_leg(t, leg):
     other = OTHER[leg]
-    cap = start_capture(t)
-    c = fresh_conn(t, leg, "client-%s" % leg)
+    cap, c = watched_conn(t, leg)
     # The victim reads all it is sent (so its kernel closes with FIN, not
     # RST), sends KILL_BYTES and is killed before the other peer reads any.
     c.send(other, 5000)
@@ -507,20 +522,11 @@ def _killed_leg(t, leg):
     t.check(r.status == "EOF" and r["extra"] == "0", "then an orderly EOF, nothing more (%s)" % r)
     # Half-close: the other leg was only shut down for writing, so the
     # connection lives on until the surviving peer closes its side.
-    t.access_log.poll()
-    t.check(not [x for x in t.access_log.records if x.get("listener") == c.listener
-                 and x.get("client") == "%s:%d" % c.client_addr],
-            "the connection is still open (half-closed) after the forwarded FIN")
+    t.check(c.still_open(), "the connection is still open (half-closed) after the forwarded FIN")
     c.ok(other, "close")
     rec = c.record(10)
     log_record(t, rec)
-    t.check(rec["close_reason"] == "%s_fin" % leg, "close_reason %s_fin (got %r, detail %r)"
-            % (leg, rec["close_reason"], rec.get("detail")))
-    t.check(rec["teardown"] in ("none", "fin"), "teardown none or fin (got %r)" % rec["teardown"])
-    want = {"bytes_from_client": KILL_BYTES if leg == "client" else 5000,
-            "bytes_to_client": KILL_BYTES if leg == "upstream" else 5000}
-    got = {k: rec.get(k) for k in want}
-    t.check(got == want, "byte counts %s (got %s)" % (want, got))
+    t.check_closed(rec, "%s_fin" % leg, ("none", "fin"), **c.counts())
 
     streams = c.streams(cap.packets())
     print_streams(t, streams, killed_at - 0.5)
@@ -540,7 +546,7 @@ def _killed_leg(t, leg):
     rsts = [p for p in s.pkts + o.pkts if p["rst"]]
     t.check(not rsts, "no RST on either leg: an orderly end")
     t.check_within("%s killed: kill -9 -> FIN forwarded on the %s leg (wire)" % (leg, other),
-                   fin_out[0]["t"] - killed_at, 0, 1.0, leg=leg, situation="killed (wire)")
+                   fin_out[0]["t"] - killed_at, 0, leg=leg, situation="killed (wire)")
     note(t, "wire", "%s leg: FIN from the killed peer at seq 1+%d; %s leg: kaproxy's FIN at seq "
          "1+%d %.1fms after the kill; no RST" % (leg, KILL_BYTES, other, KILL_BYTES,
                                                  1000 * (fin_out[0]["t"] - killed_at)))
@@ -554,15 +560,12 @@ BUSY_BYTES = 50000
 def path_broken(t, legs=LEGS):
     extra = {leg: {"%s_keepalive" % leg: "off", "%s_user_timeout" % leg: "%ds" % USER_TIMEOUT,
                    "%s_keepalive_idle" % leg: "1s"} for leg in LEGS}
-    t.start_kaproxy(per_leg_listeners(extra))
-    for leg in legs:
-        _path_broken_leg(t, leg)
+    each_leg(t, legs, _path_broken_leg, extra)
 
 
 def _path_broken_leg(t, leg):
     other, role = OTHER[leg], PEER_ROLE[leg]
-    cap = start_capture(t)
-    c = fresh_conn(t, leg, "client-%s" % leg)
+    cap, c = watched_conn(t, leg)
     c.exchange()
     # 1.5 s idle: with keepalive on (idle 1 s) a probe would show up here.
     time.sleep(1.5)
@@ -571,43 +574,33 @@ def _path_broken_leg(t, leg):
          "the %s sends %d bytes" % (role, PEER_ROLE[other], BUSY_BYTES))
     sent = time.time()
     c.send(other, BUSY_BYTES)
-    c.submit(other, "wait_close %d" % (USER_TIMEOUT + 10))
-    rec = c.record(USER_TIMEOUT + 10)
-    r = c.peer(other).reply(15)
-    log_record(t, rec)
-    note(t, PEER_ROLE[other], "wait_close -> %s" % r.raw)
+    rec, r = c.ends(leg, USER_TIMEOUT + 10)
     pkts = cap.packets()
     c.peer(leg).stop()
     t.undrop(role)
-    t.check(rec["close_reason"] == "%s_timeout" % leg, "close_reason %s_timeout (got %r, detail %r)"
-            % (leg, rec["close_reason"], rec.get("detail")))
-    t.check(rec["teardown"] == "rst", "teardown rst (got %r)" % rec["teardown"])
+    reset_verdict(t, c, leg, rec, r, "timeout")
     t.check_within("%s path broken, keepalive off: send -> access-log line" % leg,
-                   rec["_seen"] - sent, USER_TIMEOUT, SLACK, lower_s=USER_TIMEOUT - 0.2,
+                   rec["_seen"] - sent, USER_TIMEOUT, lower_s=USER_TIMEOUT - 0.2,
                    leg=leg, situation="path-broken (user_timeout)")
-    t.check(r.status == "RESET" and r.get("errno") == "ECONNRESET",
-            "the %s peer's socket sees ECONNRESET (got %s)" % (PEER_ROLE[other], r))
 
     streams = c.streams(pkts)
     print_streams(t, streams, dropped - 2)
     s, o = streams[leg], streams[other]
-    probes = [p for p in s.pkts if p["out"] and p["len"] == 0 and p["rseq"] == p["nxt"] - 1
-              and not (p["syn"] or p["fin"] or p["rst"])]
-    t.check(not probes, "%s leg: no keepalive probe at all (keepalive off), though idle 1.5 s > "
-            "keepalive_idle 1 s" % leg)
+    t.check(not s.probes(), "%s leg: no keepalive probe at all (keepalive off), though idle "
+            "1.5 s > keepalive_idle 1 s" % leg)
     data = [p for p in s.sent(dropped) if p["len"] > 0]
     t.check(data, "%s leg: kaproxy sends the data towards the unreachable peer" % leg)
     retrans = [p for p in data if p["rseq"] + p["len"] <= p["nxt"]]
     t.check(retrans, "%s leg: and retransmits it (%d retransmissions)" % (leg, len(retrans)))
     t.check(not s.received(dropped + 0.05), "%s leg: nothing comes back" % leg)
-    orst = o.rsts(True, dropped)
-    t.check(orst, "%s leg: kaproxy's RST to the %s on the wire" % (other, PEER_ROLE[other]))
+    orst = kaproxy_rst(t, o, other, dropped, dropped)
     t.check_within("%s path broken: first unacknowledged segment -> kaproxy's RST on the %s leg (wire)"
-                   % (leg, other), orst[0]["t"] - data[0]["t"], USER_TIMEOUT, timer_slack(USER_TIMEOUT),
-                   lower_s=USER_TIMEOUT - 0.05, leg=leg, situation="path-broken (wire)")
+                   % (leg, other), orst["t"] - data[0]["t"], USER_TIMEOUT,
+                   lab.timer_slack(USER_TIMEOUT), lower_s=USER_TIMEOUT - 0.05, leg=leg,
+                   situation="path-broken (wire)")
     note(t, "wire", "%s leg: no probes, %d data segments of which %d retransmissions; kaproxy's "
          "RST on the %s leg %.3fs after the first unacknowledged segment"
-         % (leg, len(data), len(retrans), other, orst[0]["t"] - data[0]["t"]))
+         % (leg, len(data), len(retrans), other, orst["t"] - data[0]["t"]))
 
 
 # --- 6. NAT idle expiry -----------------------------------------------------------------
@@ -684,7 +677,7 @@ def nat_expiry(t, legs=("client",)):
     lab.wait_until(bare_gone, nat + 3, "the NAT to forget the idle connection", interval=0.2)
     gone = time.time()
     t.check_within("NAT forgets the idle flow (conntrack entry gone after the last packet)",
-                   gone - t_bare, nat, SLACK, lower_s=nat - 0.5, leg="client",
+                   gone - t_bare, nat, lower_s=nat - 0.5, leg="client",
                    situation="nat-expiry: NAT state lost")
     note(t, "nat conntrack", "bare flow forgotten %.2fs after its last packet; kept flow still there"
          % (gone - t_bare))
@@ -706,10 +699,9 @@ def nat_expiry(t, legs=("client",)):
     note(t, "server (bare)", "wait_close -> %s" % r_srv.raw)
     t.check(r_cli.status == "ERR" and r_cli["got"] == "0" and r_cli.get("why") == "TIMEOUT",
             "bare: the 1000 bytes the server sent never reach the client (%s)" % r_cli)
-    t.check(rec["close_reason"] == "client_timeout", "bare: close_reason client_timeout (got %r, "
-            "detail %r)" % (rec["close_reason"], rec.get("detail")))
+    t.check_closed(rec, "client_timeout", "rst", **bare.counts())
     t.check_within("bare (no keepalive) behind an expired NAT: send -> access-log line",
-                   rec["_seen"] - sent, USER_TIMEOUT, SLACK, lower_s=USER_TIMEOUT - 0.2,
+                   rec["_seen"] - sent, USER_TIMEOUT, lower_s=USER_TIMEOUT - 0.2,
                    leg="client", situation="nat-expiry (user_timeout)")
     t.check(r_srv.status == "RESET", "bare: the server gets RST (%s)" % r_srv)
 
@@ -729,9 +721,7 @@ def nat_expiry(t, legs=("client",)):
             "timeouts (%s)" % (idle_for, idle_for / nat, r))
     kept.send("client", 1000)
     kept.ok("upstream", "expect 1000 5")
-    t.access_log.poll()
-    t.check(not [x for x in t.access_log.records if x.get("listener") == "kept"],
-            "kept: still open, no access-log line")
+    t.check(kept.still_open(), "kept: still open, no access-log line")
 
     pkts = cap.packets()
     streams, bstreams = kept.streams(pkts), bare.streams(pkts)
@@ -740,11 +730,10 @@ def nat_expiry(t, legs=("client",)):
     print("---- wire, kept client leg (probes)")
     print("\n".join(s.summary(t_kept - 0.5)), flush=True)
     window = [p for p in s.pkts if t_kept - 0.5 <= p["t"] <= t_kept + 2.5 * nat]
-    probes = [p for p in s.idle_segments(t_kept + 0.5) if p["t"] <= until]
-    check_probes(t, s, probes, "client")
+    probes = idle_probes(t, s, "client", t_kept + 0.5, until)
     gaps = [b["t"] - a["t"] for a, b in zip(window, window[1:])]
     t.check_within("kept: longest silence on the NAT'd flow while idle (wire)", max(gaps),
-                   NAT_KEEPALIVE[0], TIMER_SLACK + 0.2, leg="client",
+                   NAT_KEEPALIVE[0], lab.timer_slack(NAT_KEEPALIVE[0]), leg="client",
                    situation="nat-expiry: kept-alive max silence")
     t.check(max(gaps) < nat, "kept: never silent for the NAT timeout %ds (longest %.2fs)"
             % (nat, max(gaps)))
