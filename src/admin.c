@@ -79,9 +79,10 @@ struct admin {
 	struct evhttp *http;
 	pthread_t thread;
 	bool running;
-	struct worker *workers;
+	struct worker *const *workers;
 	unsigned n_workers;
 	const struct stats_process *proc;
+	const atomic_bool *draining;
 	LIST_HEAD(, gather) pending;
 };
 
@@ -105,7 +106,7 @@ reply_text(struct evhttp_request *req, int code, const char *reason, const char 
 static void
 serve_healthz(struct admin *a, struct evhttp_request *req)
 {
-	if (atomic_load(&a->workers[0].shared->draining))
+	if (atomic_load(a->draining))
 		reply_text(req, 503, "Service Unavailable", "draining\n");
 	else
 		reply_text(req, HTTP_OK, "OK", "ok\n");
@@ -118,7 +119,7 @@ metrics_step(struct worker *w, struct worker_job *job)
 {
 	struct gather_part *part = (struct gather_part *)job;
 
-	if (stats_merge(&part->stats, &w->stats) == -1)
+	if (stats_merge(&part->stats, worker_stats(w)) == -1)
 		part->failed = true;
 	return true;
 }
@@ -149,7 +150,7 @@ connections_step(struct worker *w, struct worker_job *job)
 	char line[2048];
 
 	if (!part->walking) {
-		session_cursor_open(w, &part->cursor);
+		session_cursor_open(worker_sessions(w), &part->cursor);
 		part->walking = true;
 	}
 	while (rendered < WALK_RENDER_STEP && visited++ < WALK_VISIT_STEP) {
@@ -382,7 +383,7 @@ gather_start(struct gather *g)
 	for (i = 0; i < g->n_parts; i++) {
 		struct gather_part *part = &g->parts[i];
 
-		if (worker_job_start(&g->admin->workers[i], &part->job, step, part_done) == 0) {
+		if (worker_job_start(g->admin->workers[i], &part->job, step, part_done) == 0) {
 			part->started = true;
 			g->outstanding++;
 		}
@@ -537,8 +538,8 @@ admin_http(struct admin *a, int fd)
 }
 
 struct admin *
-admin_start(struct worker *workers, unsigned n, const struct endpoint *ep,
-    const struct stats_process *proc)
+admin_start(struct worker *const *workers, unsigned n, const struct endpoint *ep,
+    const struct stats_process *proc, const atomic_bool *draining)
 {
 	struct admin *a;
 	int fd;
@@ -551,6 +552,7 @@ admin_start(struct worker *workers, unsigned n, const struct endpoint *ep,
 	a->workers = workers;
 	a->n_workers = n;
 	a->proc = proc;
+	a->draining = draining;
 	LIST_INIT(&a->pending);
 	a->base = event_base_new();
 	if (a->base == NULL) {

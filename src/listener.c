@@ -16,38 +16,89 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+#include <event2/event_struct.h>
 #include <event2/listener.h>
 
 #include "kaproxy/listener.h"
 #include "kaproxy/log.h"
-#include "kaproxy/session.h"
 #include "kaproxy/sockopt.h"
 
 #define LISTEN_BACKLOG 4096
 #define ACCEPT_RETRY_MS 1000
+
+/*
+ * One listener of one config generation.  Its sessions hold a reference, so
+ * the config they started with stays valid however many reloads happen; a
+ * retired listener is freed by its last session's release.
+ */
+struct proxy_listener {
+	struct session_origin origin;  /* first: release() gets it back */
+	LIST_ENTRY(proxy_listener) entry;
+	struct listener_set *set;
+	struct generation *gen;
+	const struct listener_config *cfg;
+	struct listener_stats *stats;
+	struct evconnlistener *evl;    /* NULL once retired, or until commit for a hand-over */
+	struct event retry;            /* re-enables accepting after EMFILE */
+	unsigned refs;                 /* sessions started here and not yet ended */
+	unsigned rr_next;              /* round-robin cursor */
+	bool retired;
+};
+
+static void proxy_listener_free(struct proxy_listener *pl);
+
+/* A session of pl has ended: the one place admission is given back. */
+static void
+session_released(struct session_origin *origin)
+{
+	struct proxy_listener *pl = (struct proxy_listener *)origin;
+
+	atomic_fetch_sub_explicit(&pl->set->admission->active, 1, memory_order_relaxed);
+	STAT_ADD(pl->stats->active, (uint64_t)-1);
+	if (--pl->refs == 0 && pl->retired)
+		proxy_listener_free(pl);
+}
+
+static void
+refuse(struct proxy_listener *pl, int fd, enum refuse_reason why)
+{
+	STAT_ADD(pl->stats->refused[why], 1);
+	sockopt_close_rst(fd);
+}
 
 static void
 accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *addr, int addrlen,
     void *arg)
 {
 	struct proxy_listener *pl = arg;
-	struct worker *w = pl->worker;
+	struct admission *adm = pl->set->admission;
+	unsigned first = 0;
+	uint64_t id;
 
 	(void)evl;
-	if (w->draining) {
-		STAT_ADD(pl->stats->refused[REFUSE_DRAINING], 1);
-		sockopt_close_rst(fd);
+	if (pl->set->closed) {
+		refuse(pl, fd, REFUSE_DRAINING);
 		return;
 	}
-	/* Counted before the check, so workers racing for the last slot cannot both win. */
-	if (atomic_fetch_add_explicit(&w->shared->active, 1, memory_order_relaxed) >=
-	    atomic_load_explicit(&w->shared->max_connections, memory_order_relaxed)) {
-		atomic_fetch_sub_explicit(&w->shared->active, 1, memory_order_relaxed);
-		STAT_ADD(pl->stats->refused[REFUSE_MAX_CONNECTIONS], 1);
-		sockopt_close_rst(fd);
+	/* Counted before the check, so loops racing for the last slot cannot both win. */
+	if (atomic_fetch_add_explicit(&adm->active, 1, memory_order_relaxed) >=
+	    atomic_load_explicit(&adm->max_connections, memory_order_relaxed)) {
+		atomic_fetch_sub_explicit(&adm->active, 1, memory_order_relaxed);
+		refuse(pl, fd, REFUSE_MAX_CONNECTIONS);
 		return;
 	}
-	session_start(pl, fd, addr, (socklen_t)addrlen);
+	id = atomic_fetch_add_explicit(&adm->next_id, 1, memory_order_relaxed) + 1;
+	if (pl->cfg->balance == BALANCE_ROUNDROBIN)
+		first = pl->rr_next++ % (unsigned)pl->cfg->n_upstreams;
+	pl->refs++;
+	STAT_ADD(pl->stats->accepted, 1);
+	STAT_ADD(pl->stats->active, 1);
+	if (session_start(&pl->origin, fd, addr, (socklen_t)addrlen, id, first) == -1) {
+		log_warn("listener %s: session", pl->cfg->name);
+		refuse(pl, fd, REFUSE_ERROR);
+		session_released(&pl->origin);
+	}
 }
 
 static void
@@ -81,21 +132,24 @@ accept_error_cb(struct evconnlistener *evl, void *arg)
 }
 
 static struct proxy_listener *
-proxy_listener_new(struct worker *w, struct generation *gen, const struct listener_config *lc)
+proxy_listener_new(struct listener_set *ls, struct generation *gen, const struct listener_config *lc)
 {
 	struct proxy_listener *pl = calloc(1, sizeof(*pl));
 
 	if (pl == NULL)
 		return NULL;
-	pl->worker = w;
+	pl->set = ls;
 	pl->gen = gen;
 	pl->cfg = lc;
-	pl->stats = stats_for(&w->stats, lc->name);
+	pl->stats = stats_for(ls->stats, lc->name);
 	if (pl->stats == NULL) {
 		free(pl);
 		return NULL;
 	}
-	evtimer_assign(&pl->retry, w->base, retry_cb, pl);
+	pl->origin = (struct session_origin){ .base = ls->base, .pool = ls->pool,
+		.set = ls->sessions, .cfg = lc, .stats = pl->stats,
+		.worker_index = ls->worker_index, .release = session_released };
+	evtimer_assign(&pl->retry, ls->base, retry_cb, pl);
 	generation_ref(gen);
 	return pl;
 }
@@ -153,11 +207,11 @@ err:
 }
 
 static struct proxy_listener *
-find_by_address(struct worker *w, const struct endpoint *ep)
+find_by_address(struct listener_set *ls, const struct endpoint *ep)
 {
 	struct proxy_listener *pl;
 
-	LIST_FOREACH(pl, &w->listeners, entry)
+	LIST_FOREACH(pl, &ls->live, entry)
 		if (pl->cfg->listen.len == ep->len &&
 		    memcmp(&pl->cfg->listen.addr, &ep->addr, ep->len) == 0)
 			return pl;
@@ -184,18 +238,18 @@ retire(struct proxy_listener *pl)
  * commit).  Returns the listener, or NULL after logging why.
  */
 static struct proxy_listener *
-prepare_one(struct worker *w, struct generation *gen, const struct listener_config *lc)
+prepare_one(struct listener_set *ls, struct generation *gen, const struct listener_config *lc)
 {
 	char what[CONFIG_NAME_MAX + 16];
 	struct proxy_listener *pl, *old;
 	int fd;
 
-	pl = proxy_listener_new(w, gen, lc);
+	pl = proxy_listener_new(ls, gen, lc);
 	if (pl == NULL) {
 		log_warn("listener %s", lc->name);
 		return NULL;
 	}
-	old = find_by_address(w, &lc->listen);
+	old = find_by_address(ls, &lc->listen);
 	if (old != NULL) {
 		snprintf(what, sizeof(what), "listener %s", lc->name);
 		if (sockopt_apply_policy(evconnlistener_get_fd(old->evl), &lc->client, what) == -1) {
@@ -206,10 +260,10 @@ prepare_one(struct worker *w, struct generation *gen, const struct listener_conf
 		}
 		return pl;
 	}
-	fd = listen_socket(lc, w->reuseport);
+	fd = listen_socket(lc, ls->reuseport);
 	if (fd == -1)
 		goto err;
-	pl->evl = evconnlistener_new(w->base, accept_cb, pl,
+	pl->evl = evconnlistener_new(ls->base, accept_cb, pl,
 	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_DISABLED, 0, fd);
 	if (pl->evl == NULL) {
 		log_warn("listener %s: evconnlistener", lc->name);
@@ -224,24 +278,28 @@ err:
 }
 
 int
-listener_prepare(struct worker *w, struct generation *gen)
+listener_prepare(struct listener_set *ls, struct generation *gen)
 {
 	const struct config *cfg = gen->cfg;
 	size_t i;
 
-	if (w->pending != NULL)
-		listener_abort(w);
+	if (ls->closed) {
+		log_warnx("worker %u: listeners are closed (draining)", ls->worker_index);
+		return -1;
+	}
+	if (ls->pending != NULL)
+		listener_abort(ls);
 	/* One more slot than needed, so an empty config still gets an array. */
-	w->pending = calloc(cfg->n_listeners + 1, sizeof(*w->pending));
-	if (w->pending == NULL) {
+	ls->pending = calloc(cfg->n_listeners + 1, sizeof(*ls->pending));
+	if (ls->pending == NULL) {
 		log_warn("listeners");
 		return -1;
 	}
-	w->n_pending = cfg->n_listeners;
+	ls->n_pending = cfg->n_listeners;
 	for (i = 0; i < cfg->n_listeners; i++) {
-		w->pending[i] = prepare_one(w, gen, &cfg->listeners[i]);
-		if (w->pending[i] == NULL) {
-			listener_abort(w);
+		ls->pending[i] = prepare_one(ls, gen, &cfg->listeners[i]);
+		if (ls->pending[i] == NULL) {
+			listener_abort(ls);
 			return -1;
 		}
 	}
@@ -249,18 +307,18 @@ listener_prepare(struct worker *w, struct generation *gen)
 }
 
 void
-listener_abort(struct worker *w)
+listener_abort(struct listener_set *ls)
 {
 	struct proxy_listener *pl, *old;
 	char what[CONFIG_NAME_MAX + 16];
 	size_t i;
 
-	for (i = 0; i < w->n_pending; i++) {
-		pl = w->pending[i];
+	for (i = 0; i < ls->n_pending; i++) {
+		pl = ls->pending[i];
 		if (pl == NULL)
 			continue;
 		/* A socket that was to be handed over gets its running policy back. */
-		old = pl->evl == NULL ? find_by_address(w, &pl->cfg->listen) : NULL;
+		old = pl->evl == NULL ? find_by_address(ls, &pl->cfg->listen) : NULL;
 		if (old != NULL) {
 			snprintf(what, sizeof(what), "listener %s", old->cfg->name);
 			if (sockopt_apply_policy(evconnlistener_get_fd(old->evl), &old->cfg->client,
@@ -270,20 +328,20 @@ listener_abort(struct worker *w)
 		}
 		proxy_listener_free(pl);
 	}
-	free(w->pending);
-	w->pending = NULL;
-	w->n_pending = 0;
+	free(ls->pending);
+	ls->pending = NULL;
+	ls->n_pending = 0;
 }
 
 void
-listener_commit(struct worker *w)
+listener_commit(struct listener_set *ls)
 {
 	struct proxy_listener *old, *pl;
 	size_t i;
 
-	for (i = 0; i < w->n_pending; i++) {
-		pl = w->pending[i];
-		old = find_by_address(w, &pl->cfg->listen);
+	for (i = 0; i < ls->n_pending; i++) {
+		pl = ls->pending[i];
+		old = find_by_address(ls, &pl->cfg->listen);
 		if (old != NULL) {
 			pl->evl = old->evl;
 			old->evl = NULL;
@@ -292,38 +350,43 @@ listener_commit(struct worker *w)
 			retire(old);
 		}
 	}
-	while ((old = LIST_FIRST(&w->listeners)) != NULL)
+	while ((old = LIST_FIRST(&ls->live)) != NULL)
 		retire(old);
-	for (i = 0; i < w->n_pending; i++) {
-		pl = w->pending[i];
-		LIST_INSERT_HEAD(&w->listeners, pl, entry);
+	for (i = 0; i < ls->n_pending; i++) {
+		pl = ls->pending[i];
+		LIST_INSERT_HEAD(&ls->live, pl, entry);
 		evconnlistener_enable(pl->evl);
 		log_info("listener %s: %s -> %zu upstream(s)", pl->cfg->name, pl->cfg->listen.text,
 		    pl->cfg->n_upstreams);
 	}
-	free(w->pending);
-	w->pending = NULL;
-	w->n_pending = 0;
+	free(ls->pending);
+	ls->pending = NULL;
+	ls->n_pending = 0;
 }
 
 void
-listener_close_all(struct worker *w)
+listener_close_all(struct listener_set *ls)
 {
 	struct proxy_listener *pl;
 
-	while ((pl = LIST_FIRST(&w->listeners)) != NULL)
+	listener_abort(ls);
+	ls->closed = true;
+	while ((pl = LIST_FIRST(&ls->live)) != NULL)
 		retire(pl);
 }
 
 void
-listener_ref(struct proxy_listener *pl)
+listener_set_init(struct listener_set *ls, struct event_base *base, struct pump_pool *pool,
+    struct session_set *sessions, struct stats_list *stats, struct admission *admission,
+    unsigned worker_index, bool reuseport)
 {
-	pl->refs++;
-}
-
-void
-listener_unref(struct proxy_listener *pl)
-{
-	if (--pl->refs == 0 && pl->retired)
-		proxy_listener_free(pl);
+	memset(ls, 0, sizeof(*ls));
+	LIST_INIT(&ls->live);
+	ls->base = base;
+	ls->pool = pool;
+	ls->sessions = sessions;
+	ls->stats = stats;
+	ls->admission = admission;
+	ls->worker_index = worker_index;
+	ls->reuseport = reuseport;
 }

@@ -6,7 +6,6 @@
  * listeners are open), SIGTERM/SIGINT drain, SIGUSR1 reopens the access log.
  */
 #include <errno.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
@@ -21,20 +20,18 @@
 #include "kaproxy/accesslog.h"
 #include "kaproxy/admin.h"
 #include "kaproxy/config.h"
-#include "kaproxy/listener.h"
 #include "kaproxy/log.h"
-#include "kaproxy/session.h"
 #include "kaproxy/worker.h"
 
 #define DEFAULT_CONFIG "/etc/kaproxy/kaproxy.ini"
 
 struct daemon {
 	const char *config_path;
-	struct worker *workers;
+	struct worker **workers;
 	unsigned n_workers;
 	struct process_shared shared;
 	struct generation *current;     /* holds one reference */
-	struct event *sig_hup, *sig_term, *sig_int, *sig_usr1;
+	struct event *signals[4];       /* HUP, TERM, INT, USR1 */
 	struct admin *admin;
 	struct stats_process proc;
 };
@@ -80,7 +77,7 @@ drained_cb(evutil_socket_t fd, short what, void *arg)
 	admin_free(d->admin);
 	d->admin = NULL;
 	for (i = 0; i < d->n_workers; i++)
-		event_base_loopexit(d->workers[i].base, NULL);
+		worker_exit(d->workers[i]);
 }
 
 static void
@@ -103,7 +100,7 @@ drain_start(struct daemon *d)
 	else
 		log_info("draining again: closing every connection now");
 	for (i = 0; i < d->n_workers; i++)
-		if (worker_post(&d->workers[i], drain_one, &timeout_ms) == -1)
+		if (worker_post(d->workers[i], drain_one, &timeout_ms) == -1)
 			log_warnx("worker %u: cannot start its drain", i);
 }
 
@@ -161,7 +158,7 @@ reload(struct daemon *d)
 		reload_failed(d, "");
 		return;
 	}
-	atomic_store(&d->shared.max_connections, cfg->max_connections);
+	atomic_store(&d->shared.admission.max_connections, cfg->max_connections);
 	log_set_level(cfg->log_level);
 	generation_unref(d->current);
 	d->current = gen;
@@ -189,16 +186,6 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 	}
 }
 
-static void *
-worker_thread(void *arg)
-{
-	struct worker *w = arg;
-
-	if (event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY) == -1)
-		log_warnx("worker %u: event loop failed", w->index);
-	return NULL;
-}
-
 static unsigned
 worker_count(const struct config *cfg)
 {
@@ -210,94 +197,120 @@ worker_count(const struct config *cfg)
 	return cpus > 0 ? (unsigned)cpus : 1;
 }
 
+/* Signals and the drain notification, all on worker 0's loop (the main thread). */
 static int
-run(struct daemon *d, struct config *cfg)
+events_start(struct daemon *d)
 {
-	struct event_base *base;
-	unsigned i, started = 0;
-	int rc = 1;
+	struct event_base *base = worker_base(d->workers[0]);
+	const int signals[] = { SIGHUP, SIGTERM, SIGINT, SIGUSR1 };
+	size_t i;
+
+	d->shared.drained_notify = event_new(base, -1, 0, drained_cb, d);
+	if (d->shared.drained_notify == NULL)
+		goto err;
+	for (i = 0; i < sizeof(signals) / sizeof(signals[0]); i++) {
+		d->signals[i] = evsignal_new(base, signals[i], signal_cb, d);
+		if (d->signals[i] == NULL || evsignal_add(d->signals[i], NULL) == -1)
+			goto err;
+	}
+	return 0;
+err:
+	log_warnx("cannot set up signal events");
+	return -1;
+}
+
+static void
+events_stop(struct daemon *d)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(d->signals) / sizeof(d->signals[0]); i++)
+		if (d->signals[i] != NULL)
+			event_free(d->signals[i]);
+	if (d->shared.drained_notify != NULL)
+		event_free(d->shared.drained_notify);
+}
+
+/* Workers with their listeners open (not running yet); 0, or -1 (logged). */
+static int
+workers_create(struct daemon *d, const struct config *cfg)
+{
+	unsigned i;
 
 	d->n_workers = worker_count(cfg);
 	d->workers = calloc(d->n_workers, sizeof(*d->workers));
-	d->current = generation_new(cfg);
-	if (d->workers == NULL || d->current == NULL) {
+	if (d->workers == NULL) {
 		log_warn("start-up");
-		free(d->workers);
-		if (d->current == NULL)
-			config_free(cfg);
-		else
-			generation_unref(d->current);
-		return 1;
+		return -1;
 	}
-	atomic_init(&d->shared.max_connections, cfg->max_connections);
-	for (i = 0; i < d->n_workers; i++) {
-		base = event_base_new();
-		if (base == NULL) {
-			log_warnx("event_base_new failed");
-			goto out;
-		}
-		worker_init(&d->workers[i], base, &d->shared, i, d->n_workers > 1);
+	atomic_init(&d->shared.admission.max_connections, cfg->max_connections);
+	for (i = 0; i < d->n_workers; i++)
+		if ((d->workers[i] = worker_new(&d->shared, i, d->n_workers > 1)) == NULL)
+			return -1;
+	return apply_config(d, d->current);
+}
+
+static void
+workers_free(struct daemon *d)
+{
+	unsigned i;
+
+	for (i = 0; d->workers != NULL && i < d->n_workers; i++)
+		worker_free(d->workers[i]);
+	free(d->workers);
+}
+
+/* Run worker 0 on this thread and the others on theirs, until the drain ends. */
+static int
+workers_run(struct daemon *d)
+{
+	unsigned i, started;
+	int rc = -1;
+
+	for (started = 1; started < d->n_workers; started++)
+		if (worker_start(d->workers[started]) == -1)
+			break;
+	if (started == d->n_workers) {
+		log_info("kaproxy %s running (%s, %u worker%s)", KAPROXY_VERSION, d->config_path,
+		    d->n_workers, d->n_workers == 1 ? "" : "s");
+		rc = worker_run(d->workers[0]);
 	}
-	if (apply_config(d, d->current) == -1)
-		goto out;
-	base = d->workers[0].base;
-	if (cfg->admin_enabled) {
-		d->admin = admin_start(d->workers, d->n_workers, &cfg->admin_listen, &d->proc);
-		if (d->admin == NULL)
-			goto out;
-	}
-	d->shared.drained_notify = event_new(base, -1, 0, drained_cb, d);
-	d->sig_hup = evsignal_new(base, SIGHUP, signal_cb, d);
-	d->sig_term = evsignal_new(base, SIGTERM, signal_cb, d);
-	d->sig_int = evsignal_new(base, SIGINT, signal_cb, d);
-	d->sig_usr1 = evsignal_new(base, SIGUSR1, signal_cb, d);
-	if (d->shared.drained_notify == NULL || d->sig_hup == NULL || d->sig_term == NULL ||
-	    d->sig_int == NULL || d->sig_usr1 == NULL) {
-		log_warnx("cannot set up signal events");
-		goto out;
-	}
-	evsignal_add(d->sig_hup, NULL);
-	evsignal_add(d->sig_term, NULL);
-	evsignal_add(d->sig_int, NULL);
-	evsignal_add(d->sig_usr1, NULL);
-	for (started = 1; started < d->n_workers; started++) {
-		if (pthread_create(&d->workers[started].thread, NULL, worker_thread,
-		    &d->workers[started]) != 0) {
-			log_warnx("cannot start worker %u", started);
-			atomic_store(&d->shared.draining, true);
-			goto stop;
-		}
-	}
-	log_info("kaproxy %s running (%s, %u worker%s)", KAPROXY_VERSION, d->config_path,
-	    d->n_workers, d->n_workers == 1 ? "" : "s");
-	if (event_base_loop(base, EVLOOP_NO_EXIT_ON_EMPTY) == -1)
-		log_warnx("event loop failed");
-	else
-		rc = 0;
-stop:
 	/* The admin thread goes first: it may have parts out on the workers. */
 	admin_free(d->admin);
 	d->admin = NULL;
 	for (i = 1; i < started; i++) {
-		event_base_loopexit(d->workers[i].base, NULL);
-		pthread_join(d->workers[i].thread, NULL);
+		worker_exit(d->workers[i]);
+		worker_join(d->workers[i]);
 	}
+	return rc;
+}
+
+static int
+run(struct daemon *d, struct config *cfg)
+{
+	int rc = 1;
+
+	d->current = generation_new(cfg);
+	if (d->current == NULL) {
+		log_warn("start-up");
+		config_free(cfg);
+		return 1;
+	}
+	if (workers_create(d, cfg) == -1 || events_start(d) == -1)
+		goto out;
+	if (cfg->admin_enabled) {
+		d->admin = admin_start(d->workers, d->n_workers, &cfg->admin_listen, &d->proc,
+		    &d->shared.draining);
+		if (d->admin == NULL)
+			goto out;
+	}
+	if (workers_run(d) == 0)
+		rc = 0;
 	log_info("exiting");
 out:
 	admin_free(d->admin);
-	if (d->sig_hup) event_free(d->sig_hup);
-	if (d->sig_term) event_free(d->sig_term);
-	if (d->sig_int) event_free(d->sig_int);
-	if (d->sig_usr1) event_free(d->sig_usr1);
-	if (d->shared.drained_notify) event_free(d->shared.drained_notify);
-	for (i = 0; i < d->n_workers; i++) {
-		if (d->workers[i].base == NULL)
-			continue;
-		session_close_all(&d->workers[i], REASON_SHUTDOWN);
-		worker_release(&d->workers[i]);
-		event_base_free(d->workers[i].base);
-	}
-	free(d->workers);
+	events_stop(d);
+	workers_free(d);
 	generation_unref(d->current);
 	accesslog_close();
 	return rc;

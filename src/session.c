@@ -27,12 +27,11 @@
 #include <event2/event_struct.h>
 
 #include "kaproxy/accesslog.h"
-#include "kaproxy/listener.h"
 #include "kaproxy/log.h"
 #include "kaproxy/pump.h"
 #include "kaproxy/session.h"
 #include "kaproxy/sockopt.h"
-#include "kaproxy/worker.h"
+#include "kaproxy/stats.h"
 
 /* How long a teardown = fin waits for the live peer to take its bytes and close. */
 #define FIN_LINGER_MS 10000
@@ -55,7 +54,7 @@ struct session {
 	struct leg client;
 	struct leg upstream;
 	LIST_ENTRY(session) entry;
-	struct proxy_listener *pl;
+	struct session_origin *origin;
 	uint64_t id;
 	uint64_t start_ms;          /* monotonic */
 	uint64_t last_active_ms;    /* monotonic, when bytes last moved */
@@ -114,7 +113,7 @@ leg_peer(struct leg *leg)
 static const struct endpoint *
 current_upstream(const struct session *s)
 {
-	const struct listener_config *lc = s->pl->cfg;
+	const struct listener_config *lc = s->origin->cfg;
 	unsigned tried = s->attempts > 0 ? s->attempts - 1u : 0u;
 
 	return &lc->upstreams[(s->upstream_first + tried) % lc->n_upstreams];
@@ -176,8 +175,8 @@ leg_pump(struct leg *src)
 {
 	struct session *s = src->session;
 	struct leg *dst = leg_peer(src);
-	struct listener_stats *st = s->pl->stats;
-	struct pump_result r = pump_run(&s->pl->worker->pipes, &src->pump, &dst->pump);
+	struct listener_stats *st = s->origin->stats;
+	struct pump_result r = pump_run(s->origin->pool, &src->pump, &dst->pump);
 
 	if (r.moved > 0) {
 		/* Activity is bytes moving, not readiness (idle_timeout). */
@@ -234,7 +233,7 @@ leg_check_error(struct leg *leg)
 static void
 idle_check(struct session *s)
 {
-	uint64_t idle = s->pl->cfg->idle_timeout_ms;
+	uint64_t idle = s->origin->cfg->idle_timeout_ms;
 	uint64_t quiet = now_ms() - s->last_active_ms;
 	struct timeval tv;
 
@@ -284,14 +283,13 @@ running_event(struct leg *leg, short what)
 static void
 session_running(struct session *s, short what)
 {
-	struct worker *w = s->pl->worker;
-	const struct listener_config *lc = s->pl->cfg;
+	const struct listener_config *lc = s->origin->cfg;
 	struct timeval idle, *timeout = NULL;
 	int err;
 
 	s->state = STATE_RUNNING;
 	s->last_active_ms = now_ms();
-	stats_observe(&s->pl->stats->connect_seconds, stats_connect_bounds,
+	stats_observe(&s->origin->stats->connect_seconds, stats_connect_bounds,
 	    STATS_CONNECT_BUCKETS, (double)(s->last_active_ms - s->start_ms) / 1000.0);
 
 	/*
@@ -302,7 +300,7 @@ session_running(struct session *s, short what)
 	 * reported when its event is added.
 	 */
 	event_remove_timer(&s->upstream.ev);
-	event_assign(&s->client.ev, w->base, s->client.pump.fd,
+	event_assign(&s->client.ev, s->origin->base, s->client.pump.fd,
 	    EV_READ | EV_WRITE | EV_ET | EV_PERSIST, leg_event, &s->client);
 	if (lc->idle_timeout_ms > 0) {
 		idle = ms_to_tv(lc->idle_timeout_ms);
@@ -407,8 +405,7 @@ leg_event(evutil_socket_t fd, short what, void *arg)
 static void
 upstream_connect_next(struct session *s)
 {
-	const struct listener_config *lc = s->pl->cfg;
-	struct worker *w = s->pl->worker;
+	const struct listener_config *lc = s->origin->cfg;
 	const struct endpoint *ep;
 	struct timeval tv = ms_to_tv(lc->connect_timeout_ms);
 	int fd;
@@ -433,7 +430,7 @@ upstream_connect_next(struct session *s)
 		if (connect(fd, (const struct sockaddr *)&ep->addr, ep->len) == 0 ||
 		    errno == EINPROGRESS) {
 			s->upstream.pump.fd = fd;
-			event_assign(&s->upstream.ev, w->base, fd,
+			event_assign(&s->upstream.ev, s->origin->base, fd,
 			    EV_READ | EV_WRITE | EV_ET | EV_PERSIST, leg_event, &s->upstream);
 			if (event_add(&s->upstream.ev, &tv) == 0)
 				return;
@@ -454,41 +451,32 @@ upstream_connect_next(struct session *s)
 	session_close(s, s->all_timed_out ? REASON_CONNECT_TIMEOUT : REASON_CONNECT_FAILED, NULL, s->err);
 }
 
-void
-session_start(struct proxy_listener *pl, int fd, const struct sockaddr *addr, socklen_t addrlen)
+int
+session_start(struct session_origin *origin, int fd, const struct sockaddr *addr,
+    socklen_t addrlen, uint64_t id, unsigned upstream_first)
 {
-	struct worker *w = pl->worker;
 	struct session *s;
 
 	s = calloc(1, sizeof(*s));
-	if (s == NULL) {
-		log_warn("listener %s: session", pl->cfg->name);
-		atomic_fetch_sub_explicit(&w->shared->active, 1, memory_order_relaxed);
-		STAT_ADD(pl->stats->refused[REFUSE_ERROR], 1);
-		sockopt_close_rst(fd);
-		return;
-	}
+	if (s == NULL)
+		return -1;
 	leg_init(s, &s->client, SIDE_CLIENT);
 	leg_init(s, &s->upstream, SIDE_UPSTREAM);
 	s->client.pump.fd = fd;
-	s->pl = pl;
-	listener_ref(pl);
-	s->id = atomic_fetch_add_explicit(&w->shared->next_id, 1, memory_order_relaxed) + 1;
+	s->origin = origin;
+	s->id = id;
 	s->start_ms = now_ms();
 	s->last_active_ms = s->start_ms;
 	if (addrlen > sizeof(s->client_addr))
 		addrlen = sizeof(s->client_addr);
 	memcpy(&s->client_addr, addr, addrlen);
+	s->upstream_first = (uint16_t)upstream_first;
 	s->all_timed_out = 1;
 	s->state = STATE_CONNECTING;
-	LIST_INSERT_HEAD(&w->sessions, s, entry);
-	w->n_sessions++;
-	STAT_ADD(pl->stats->accepted, 1);
-	STAT_ADD(pl->stats->active, 1);
-
-	if (pl->cfg->balance == BALANCE_ROUNDROBIN)
-		s->upstream_first = (uint16_t)(pl->rr_next++ % pl->cfg->n_upstreams);
+	LIST_INSERT_HEAD(&origin->set->head, s, entry);
+	origin->set->count++;
 	upstream_connect_next(s);
+	return 0;
 }
 
 static int64_t
@@ -504,7 +492,7 @@ session_log(struct session *s, enum teardown_action teardown, int have_client,
     const struct tcp_snapshot *client_tcp, int have_upstream,
     const struct tcp_snapshot *upstream_tcp, int64_t detect)
 {
-	const struct listener_config *lc = s->pl->cfg;
+	const struct listener_config *lc = s->origin->cfg;
 	struct access_record rec = {
 		.ts_ms = wall_ms(),
 		.id = s->id,
@@ -533,11 +521,11 @@ session_log(struct session *s, enum teardown_action teardown, int have_client,
 static void
 session_close(struct session *s, enum close_reason reason, struct leg *dead, int err)
 {
-	struct listener_stats *st = s->pl->stats;
+	struct listener_stats *st = s->origin->stats;
 	struct tcp_snapshot client_tcp, upstream_tcp;
 	int have_client, have_upstream, logging;
 	enum teardown_action teardown = TEARDOWN_DONE_NONE;
-	int fin_mode = s->pl->cfg->teardown == TEARDOWN_FIN;
+	int fin_mode = s->origin->cfg->teardown == TEARDOWN_FIN;
 	struct leg *live = NULL;
 	int64_t detect = -1;
 	struct timeval linger = ms_to_tv(FIN_LINGER_MS);
@@ -599,12 +587,10 @@ session_close(struct session *s, enum close_reason reason, struct leg *dead, int
 		    teardown_name(teardown));
 
 	if (teardown == TEARDOWN_DONE_FIN && live != NULL && live->pump.fd >= 0) {
-		struct worker *w = s->pl->worker;
-
 		s->state = STATE_LINGER;
-		pump_end_release(&w->pipes, &live->pump);    /* owed to the dead peer: dropped */
+		pump_end_release(s->origin->pool, &live->pump);    /* owed to the dead peer: dropped */
 		event_del(&live->ev);
-		event_assign(&live->ev, w->base, live->pump.fd,
+		event_assign(&live->ev, s->origin->base, live->pump.fd,
 		    EV_READ | EV_WRITE | EV_ET | EV_PERSIST, leg_event, live);
 		if (event_add(&live->ev, &linger) == 0)
 			return;
@@ -617,31 +603,43 @@ session_close(struct session *s, enum close_reason reason, struct leg *dead, int
 static void
 session_free(struct session *s)
 {
-	struct proxy_listener *pl = s->pl;
-	struct worker *w = pl->worker;
+	struct session_origin *origin = s->origin;
+	struct session_set *set = origin->set;
 	struct session_cursor *c;
 
 	leg_close(&s->client, false);
 	leg_close(&s->upstream, false);
-	pump_end_release(&w->pipes, &s->client.pump);
-	pump_end_release(&w->pipes, &s->upstream.pump);
+	pump_end_release(origin->pool, &s->client.pump);
+	pump_end_release(origin->pool, &s->upstream.pump);
 	/* A walk about to visit s moves on to the session after it. */
-	LIST_FOREACH(c, &w->cursors, entry)
+	LIST_FOREACH(c, &set->cursors, entry)
 		if (c->next == s)
 			c->next = LIST_NEXT(s, entry);
 	LIST_REMOVE(s, entry);
-	STAT_ADD(pl->stats->active, (uint64_t)-1);
+	set->count--;
 	free(s);
-	listener_unref(pl);
-	worker_session_gone(w);
+	/* Last: the origin may go away with it (a retired listener). */
+	origin->release(origin);
+	if (set->count == 0 && set->on_empty != NULL)
+		set->on_empty(set->on_empty_arg);
 }
 
 void
-session_close_all(struct worker *w, enum close_reason reason)
+session_set_init(struct session_set *set, void (*on_empty)(void *), void *arg)
+{
+	LIST_INIT(&set->head);
+	LIST_INIT(&set->cursors);
+	set->count = 0;
+	set->on_empty = on_empty;
+	set->on_empty_arg = arg;
+}
+
+void
+session_close_all(struct session_set *set, enum close_reason reason)
 {
 	struct session *s;
 
-	while ((s = LIST_FIRST(&w->sessions)) != NULL) {
+	while ((s = LIST_FIRST(&set->head)) != NULL) {
 		if (s->state == STATE_LINGER)
 			session_free(s);
 		else
@@ -650,10 +648,10 @@ session_close_all(struct worker *w, enum close_reason reason)
 }
 
 void
-session_cursor_open(struct worker *w, struct session_cursor *c)
+session_cursor_open(struct session_set *set, struct session_cursor *c)
 {
-	c->next = LIST_FIRST(&w->sessions);
-	LIST_INSERT_HEAD(&w->cursors, c, entry);
+	c->next = LIST_FIRST(&set->head);
+	LIST_INSERT_HEAD(&set->cursors, c, entry);
 }
 
 struct session *
@@ -676,7 +674,7 @@ session_cursor_close(struct session_cursor *c)
 const char *
 session_listener_name(const struct session *s)
 {
-	return s->pl->cfg->name;
+	return s->origin->cfg->name;
 }
 
 size_t
@@ -697,8 +695,8 @@ session_render_json(struct session *s, char *buf, size_t size)
 	    "one name per session state");
 	buf[0] = '\0';
 	json_append(buf, size, &len, "{\"id\":%llu,\"worker\":%u,\"listener\":\"",
-	    (unsigned long long)s->id, s->pl->worker->index);
-	json_escape(buf, size, &len, s->pl->cfg->name);
+	    (unsigned long long)s->id, s->origin->worker_index);
+	json_escape(buf, size, &len, s->origin->cfg->name);
 	json_append(buf, size, &len, "\",\"state\":\"%s\",\"age_ms\":%llu,\"client\":\"%s\",\"upstream\":\"",
 	    states[s->state], (unsigned long long)(now_ms() - s->start_ms),
 	    sockaddr_text((const struct sockaddr *)&s->client_addr, addr, sizeof(addr)));

@@ -1,45 +1,150 @@
 /*
- * worker: the event loop's shared state: config generations, the pipe pool
- * its sessions' pumps borrow from (pump.c runs it), draining.
+ * worker: one event loop and what it owns: its listener set, session set,
+ * pipe pool and counters; its thread; its drain.
  */
 #include <errno.h>
-#include <fcntl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "kaproxy/listener.h"
 #include "kaproxy/log.h"
+#include "kaproxy/pump.h"
 #include "kaproxy/session.h"
 #include "kaproxy/worker.h"
 
-int
-worker_init(struct worker *w, struct event_base *base, struct process_shared *shared,
-    unsigned index, bool reuseport)
+struct worker {
+	struct event_base *base;
+	pthread_t thread;               /* the thread running base's loop */
+	bool own_thread;                /* started by worker_start: join it */
+	struct process_shared *shared;
+	unsigned index;
+	struct listener_set listeners;
+	struct session_set sessions;
+	struct stats_list stats;
+	struct pump_pool pipes;
+	bool draining;
+	bool drained;
+	struct event *drain_deadline;
+};
+
+static void sessions_empty(void *arg);
+
+struct worker *
+worker_new(struct process_shared *shared, unsigned index, bool reuseport)
 {
-	memset(w, 0, sizeof(*w));
-	w->base = base;
+	struct worker *w = calloc(1, sizeof(*w));
+
+	if (w == NULL) {
+		log_warn("worker %u", index);
+		return NULL;
+	}
+	w->base = event_base_new();
+	if (w->base == NULL) {
+		log_warnx("worker %u: event_base_new failed", index);
+		free(w);
+		return NULL;
+	}
 	w->shared = shared;
 	w->index = index;
-	w->reuseport = reuseport;
 	w->thread = pthread_self();
-	LIST_INIT(&w->sessions);
-	LIST_INIT(&w->cursors);
-	LIST_INIT(&w->listeners);
 	LIST_INIT(&w->stats);
 	pump_pool_init(&w->pipes, PUMP_PIPE_SIZE);
+	session_set_init(&w->sessions, sessions_empty, w);
+	listener_set_init(&w->listeners, w->base, &w->pipes, &w->sessions, &w->stats,
+	    &shared->admission, index, reuseport);
+	return w;
+}
+
+void
+worker_free(struct worker *w)
+{
+	if (w == NULL)
+		return;
+	listener_close_all(&w->listeners);
+	session_close_all(&w->sessions, REASON_SHUTDOWN);
+	pump_pool_release(&w->pipes);
+	if (w->drain_deadline != NULL)
+		event_free(w->drain_deadline);
+	stats_free_all(&w->stats);
+	event_base_free(w->base);
+	free(w);
+}
+
+int
+worker_run(struct worker *w)
+{
+	w->thread = pthread_self();
+	if (event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY) == -1) {
+		log_warnx("worker %u: event loop failed", w->index);
+		return -1;
+	}
+	return 0;
+}
+
+static void *
+worker_thread(void *arg)
+{
+	struct worker *w = arg;
+
+	if (event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY) == -1)
+		log_warnx("worker %u: event loop failed", w->index);
+	return NULL;
+}
+
+int
+worker_start(struct worker *w)
+{
+	int err = pthread_create(&w->thread, NULL, worker_thread, w);
+
+	if (err != 0) {
+		errno = err;
+		log_warn("worker %u: thread", w->index);
+		w->thread = pthread_self();
+		return -1;
+	}
+	w->own_thread = true;
 	return 0;
 }
 
 void
-worker_release(struct worker *w)
+worker_exit(struct worker *w)
 {
-	listener_close_all(w);
-	pump_pool_release(&w->pipes);
-	if (w->drain_deadline != NULL)
-		event_free(w->drain_deadline);
-	w->drain_deadline = NULL;
-	stats_free_all(&w->stats);
+	event_base_loopexit(w->base, NULL);
+}
+
+void
+worker_join(struct worker *w)
+{
+	if (!w->own_thread)
+		return;
+	pthread_join(w->thread, NULL);
+	w->own_thread = false;
+	w->thread = pthread_self();
+}
+
+struct event_base *
+worker_base(struct worker *w)
+{
+	return w->base;
+}
+
+unsigned
+worker_index(const struct worker *w)
+{
+	return w->index;
+}
+
+struct session_set *
+worker_sessions(struct worker *w)
+{
+	return &w->sessions;
+}
+
+struct stats_list *
+worker_stats(struct worker *w)
+{
+	return &w->stats;
 }
 
 /* This worker has no session left while draining: tell the main loop, once. */
@@ -54,16 +159,25 @@ worker_drained(struct worker *w)
 }
 
 static void
+sessions_empty(void *arg)
+{
+	struct worker *w = arg;
+
+	if (w->draining)
+		worker_drained(w);
+}
+
+static void
 drain_deadline_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct worker *w = arg;
 
 	(void)fd;
 	(void)what;
-	if (w->n_sessions > 0)
+	if (w->sessions.count > 0)
 		log_info("worker %u: shutdown_timeout reached: closing %u connection(s)",
-		    w->index, w->n_sessions);
-	session_close_all(w, REASON_SHUTDOWN);
+		    w->index, w->sessions.count);
+	session_close_all(&w->sessions, REASON_SHUTDOWN);
 	worker_drained(w);
 }
 
@@ -78,8 +192,8 @@ worker_drain(struct worker *w, uint32_t timeout_ms)
 		return;
 	}
 	w->draining = true;
-	listener_close_all(w);
-	if (w->n_sessions == 0) {
+	listener_close_all(&w->listeners);
+	if (w->sessions.count == 0) {
 		worker_drained(w);
 		return;
 	}
@@ -88,42 +202,6 @@ worker_drain(struct worker *w, uint32_t timeout_ms)
 		log_warnx("worker %u: cannot arm the drain deadline: closing now", w->index);
 		drain_deadline_cb(-1, 0, w);
 	}
-}
-
-struct generation *
-generation_new(struct config *cfg)
-{
-	struct generation *gen = calloc(1, sizeof(*gen));
-
-	if (gen != NULL) {
-		gen->cfg = cfg;
-		atomic_init(&gen->refs, 1);
-	}
-	return gen;
-}
-
-void
-generation_ref(struct generation *gen)
-{
-	atomic_fetch_add_explicit(&gen->refs, 1, memory_order_relaxed);
-}
-
-void
-generation_unref(struct generation *gen)
-{
-	if (atomic_fetch_sub_explicit(&gen->refs, 1, memory_order_acq_rel) != 1)
-		return;
-	config_free(gen->cfg);
-	free(gen);
-}
-
-void
-worker_session_gone(struct worker *w)
-{
-	w->n_sessions--;
-	atomic_fetch_sub_explicit(&w->shared->active, 1, memory_order_relaxed);
-	if (w->draining && w->n_sessions == 0)
-		worker_drained(w);
 }
 
 bool
@@ -262,41 +340,41 @@ prepare_on(struct worker *w, void *arg)
 {
 	struct apply_phase *phase = arg;
 
-	phase->result = listener_prepare(w, phase->gen);
+	phase->result = listener_prepare(&w->listeners, phase->gen);
 }
 
 static void
 commit_on(struct worker *w, void *arg)
 {
 	(void)arg;
-	listener_commit(w);
+	listener_commit(&w->listeners);
 }
 
 static void
 abort_on(struct worker *w, void *arg)
 {
 	(void)arg;
-	listener_abort(w);
+	listener_abort(&w->listeners);
 }
 
 int
-worker_apply_all(struct worker *workers, unsigned n, struct generation *gen)
+worker_apply_all(struct worker *const *workers, unsigned n, struct generation *gen)
 {
 	struct apply_phase phase = { .gen = gen };
 	unsigned i, prepared;
 
 	for (prepared = 0; prepared < n; prepared++) {
-		worker_call(&workers[prepared], prepare_on, &phase);
+		worker_call(workers[prepared], prepare_on, &phase);
 		if (phase.result == -1) {
 			log_errorx("worker %u cannot apply the configuration: no worker takes it",
 			    prepared);
 			for (i = 0; i < prepared; i++)
-				worker_call(&workers[i], abort_on, NULL);
+				worker_call(workers[i], abort_on, NULL);
 			return -1;
 		}
 	}
 	/* Every worker is ready: the swap, which cannot fail. */
 	for (i = 0; i < n; i++)
-		worker_call(&workers[i], commit_on, NULL);
+		worker_call(workers[i], commit_on, NULL);
 	return 0;
 }

@@ -5,6 +5,8 @@
 #ifndef KAPROXY_ADMIN_H
 #define KAPROXY_ADMIN_H
 
+#include <stdatomic.h>
+
 #include "kaproxy/config.h"
 #include "kaproxy/stats.h"
 #include "kaproxy/worker.h"
@@ -15,10 +17,11 @@ struct admin;
  * Listen on ep and serve it from a thread and event loop of the endpoint's
  * own.  The sessions and counters of the n workers are gathered on each
  * worker's own thread, in steps, with a bounded wait; proc's figures are read
- * at each scrape.  Returns NULL after logging why.
+ * at each scrape; /healthz answers 503 while *draining.  Returns NULL after
+ * logging why.
  */
-struct admin *admin_start(struct worker *workers, unsigned n, const struct endpoint *ep,
-    const struct stats_process *proc);
+struct admin *admin_start(struct worker *const *workers, unsigned n, const struct endpoint *ep,
+    const struct stats_process *proc, const atomic_bool *draining);
 
 /*
  * Stop the admin thread and withdraw any gathering still out on a worker

@@ -1,43 +1,83 @@
 /*
  * session: one proxied connection.  Two legs (client, upstream), the
- * upstream connect with failover, what the byte pump (pump.h) reports in
- * either direction, dead-peer teardown and the access-log record.
+ * upstream connect with failover, the byte pump in both directions (pump.h),
+ * dead-peer teardown and the access-log record.
+ *
+ * A session knows nothing of listeners or workers: what it needs from the
+ * listener that accepted it comes in a struct session_origin, and the
+ * sessions of one loop are kept in a struct session_set, both owned here.
  */
 #ifndef KAPROXY_SESSION_H
 #define KAPROXY_SESSION_H
 
+#include <stdint.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
 
 #include "kaproxy/reason.h"
 
-struct proxy_listener;
+struct event_base;
+struct listener_config;
+struct listener_stats;
+struct pump_pool;
 struct session;
-struct worker;
+struct session_cursor;
 
 /*
- * Take ownership of an accepted client socket fd (nonblocking), already
- * counted in the shared active count, and start connecting upstream.  On
- * failure fd is reset and the refusal counted.
+ * The sessions of one event loop: the list, its count and the admin walks in
+ * progress.  Only session_start adds to it and only a session's end removes
+ * from it; on_empty(arg) runs each time the last session of the set ends.
  */
-void session_start(struct proxy_listener *pl, int fd, const struct sockaddr *addr,
-    socklen_t addrlen);
-
-/* Close every session of w with reason (drain deadline, exit). */
-void session_close_all(struct worker *w, enum close_reason reason);
+struct session_set {
+	LIST_HEAD(, session) head;
+	LIST_HEAD(, session_cursor) cursors;
+	uint32_t count;
+	void (*on_empty)(void *arg);
+	void *on_empty_arg;
+};
 
 /*
- * A place in w's session list that stays valid while sessions end, so the
- * admin endpoint can walk a long list in steps with the loop running between
+ * What the listener that accepted a session lends it for the session's whole
+ * life: the loop, the pipe pool and set it lives in, the listener's config and
+ * counters.  The lender keeps all of it valid until release(origin) has been
+ * called for each session it started; release runs once per session, last.
+ */
+struct session_origin {
+	struct event_base *base;
+	struct pump_pool *pool;
+	struct session_set *set;
+	const struct listener_config *cfg;
+	struct listener_stats *stats;
+	unsigned worker_index;
+	void (*release)(struct session_origin *origin);
+};
+
+/* An empty set; on_empty may be NULL. */
+void session_set_init(struct session_set *set, void (*on_empty)(void *), void *arg);
+
+/*
+ * Take ownership of an accepted client socket fd (nonblocking) and start
+ * connecting to the upstreams of origin's config, the first try at index
+ * upstream_first.  Returns 0, or -1 with errno set (ENOMEM) and fd untouched.
+ */
+int session_start(struct session_origin *origin, int fd, const struct sockaddr *addr,
+    socklen_t addrlen, uint64_t id, unsigned upstream_first);
+
+/* Close every session of set with reason (drain deadline, exit). */
+void session_close_all(struct session_set *set, enum close_reason reason);
+
+/*
+ * A place in a set's list that stays valid while sessions end, so the admin
+ * endpoint can walk a long list in steps with the loop running between
  * them.  Open, take sessions with next until NULL, close (also after a walk
- * that stopped early); all on w's thread.
+ * that stopped early); all on the set's loop thread.
  */
 struct session_cursor {
 	LIST_ENTRY(session_cursor) entry;
 	struct session *next;
 };
 
-void session_cursor_open(struct worker *w, struct session_cursor *c);
+void session_cursor_open(struct session_set *set, struct session_cursor *c);
 struct session *session_cursor_next(struct session_cursor *c);
 void session_cursor_close(struct session_cursor *c);
 

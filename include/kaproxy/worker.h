@@ -3,78 +3,67 @@
  * SO_REUSEPORT socket per listener when there are several workers),
  * sessions, pipe pool and counters.  Worker 0 runs on the main thread, the
  * others on their own threads; they share only struct process_shared and
- * config generations, never a session.
+ * config generations, never a session.  struct worker is this file's alone.
  */
 #ifndef KAPROXY_WORKER_H
 #define KAPROXY_WORKER_H
 
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
-#include <sys/queue.h>
 
 #include <event2/event.h>
 #include <event2/event_struct.h>
 
-#include "kaproxy/config.h"
-#include "kaproxy/pump.h"
+#include "kaproxy/generation.h"
+#include "kaproxy/listener.h"
 #include "kaproxy/stats.h"
 
-struct session;
-struct session_cursor;
-struct proxy_listener;
+struct session_set;
+struct worker;
 
-/*
- * A loaded config.  Every listener of every worker built from it holds a
- * reference, and so does the daemon while it is the current one; the last
- * reference frees it.  References move only at start, reload and listener
- * retirement, never per connection.
- */
-struct generation {
-	struct config *cfg;
-	atomic_uint refs;
-};
-
-/* What all workers share: the connection cap, session ids, drain state. */
+/* What all workers share: admission over all listeners, and drain state. */
 struct process_shared {
-	atomic_uint active;            /* client connections over all workers */
-	atomic_uint max_connections;   /* from the current config */
-	atomic_uint_fast64_t next_id;  /* session ids, unique over all workers */
+	struct admission admission;
 	atomic_bool draining;
 	atomic_uint drained;           /* workers done draining */
 	struct event *drained_notify;  /* on the main loop: activated per drained worker */
 };
 
-struct worker {
-	struct event_base *base;
-	pthread_t thread;               /* the thread running base's loop */
-	struct process_shared *shared;
-	unsigned index;
-	bool reuseport;                 /* several workers bind the same addresses */
-	LIST_HEAD(, session) sessions;
-	LIST_HEAD(, session_cursor) cursors; /* admin walks in progress */
-	LIST_HEAD(, proxy_listener) listeners;
-	struct proxy_listener **pending;  /* prepared by a reload, not yet committed */
-	size_t n_pending;
-	uint32_t n_sessions;
-	struct stats_list stats;
-	struct pump_pool pipes;         /* for this loop's sessions' pumps */
-	bool draining;
-	bool drained;
-	struct event *drain_deadline;
-};
+/*
+ * A worker with an event loop of its own, not yet running (worker_run or
+ * worker_start run it).  Returns NULL after logging why.
+ */
+struct worker *worker_new(struct process_shared *shared, unsigned index, bool reuseport);
 
-/* Set up w on base (w is zeroed first); returns 0 or -1. */
-int worker_init(struct worker *w, struct event_base *base, struct process_shared *shared,
-    unsigned index, bool reuseport);
+/*
+ * Free w once its loop has stopped: listeners closed, any session left
+ * closed with reason shutdown (and logged), pipes and counters freed.
+ * worker_free(NULL) does nothing.
+ */
+void worker_free(struct worker *w);
 
-/* Close every listener and pooled pipe, free counters; sessions must be gone. */
-void worker_release(struct worker *w);
+/* Run w's loop on the calling thread until worker_exit; 0, or -1 (logged). */
+int worker_run(struct worker *w);
+
+/* Run w's loop on a new thread; 0, or -1 (logged). */
+int worker_start(struct worker *w);
+
+/* Ask w's loop to return (any thread); worker_join then waits for a started one. */
+void worker_exit(struct worker *w);
+void worker_join(struct worker *w);
+
+struct event_base *worker_base(struct worker *w);
+unsigned worker_index(const struct worker *w);
+
+/* For the admin endpoint's steps, which run on w's own thread. */
+struct session_set *worker_sessions(struct worker *w);
+struct stats_list *worker_stats(struct worker *w);
 
 /*
  * Stop accepting and close each session as it ends; when none is left (or
- * after timeout_ms, closing the rest with reason shutdown) leave the loop.
+ * after timeout_ms, closing the rest with reason shutdown) count w as drained
+ * and activate shared->drained_notify.  A second call closes the rest now.
  */
 void worker_drain(struct worker *w, uint32_t timeout_ms);
 
@@ -126,15 +115,6 @@ bool worker_is_current(const struct worker *w);
  * 0, or -1 (logged) with every worker as it was.  Control plane only (it
  * waits on each worker with worker_call).
  */
-int worker_apply_all(struct worker *workers, unsigned n, struct generation *gen);
-
-/* A new generation owning cfg, with one reference for the caller (NULL on ENOMEM). */
-struct generation *generation_new(struct config *cfg);
-void generation_ref(struct generation *gen);
-/* Drop a reference; the last one frees gen and its config. */
-void generation_unref(struct generation *gen);
-
-/* Called by session code when a session is freed. */
-void worker_session_gone(struct worker *w);
+int worker_apply_all(struct worker *const *workers, unsigned n, struct generation *gen);
 
 #endif

@@ -29,20 +29,11 @@
 
 struct fixture {
 	struct process_shared shared;
-	struct worker workers[2];
+	struct worker *workers[2];
 	struct stats_process proc;
 	struct endpoint ep;
 	struct admin *admin;
 };
-
-static void *
-loop_thread(void *arg)
-{
-	struct worker *w = arg;
-
-	event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
-	return NULL;
-}
 
 static uint64_t
 now_ms(void)
@@ -82,11 +73,9 @@ setup(void **state)
 
 	assert_non_null(f);
 	for (i = 0; i < 2; i++)
-		assert_int_equal(worker_init(&f->workers[i], event_base_new(), &f->shared,
-		    (unsigned)i, true), 0);
+		assert_non_null(f->workers[i] = worker_new(&f->shared, (unsigned)i, true));
 	/* Worker 0 runs; worker 1's loop is never dispatched: a stuck worker. */
-	assert_int_equal(pthread_create(&f->workers[0].thread, NULL, loop_thread,
-	    &f->workers[0]), 0);
+	assert_int_equal(worker_start(f->workers[0]), 0);
 	f->proc.version = "test";
 	*state = f;
 	return 0;
@@ -99,13 +88,10 @@ teardown(void **state)
 	int i;
 
 	admin_free(f->admin);
-	event_base_loopexit(f->workers[0].base, NULL);
-	pthread_join(f->workers[0].thread, NULL);
 	for (i = 0; i < 2; i++) {
-		struct event_base *base = f->workers[i].base;
-
-		worker_release(&f->workers[i]);
-		event_base_free(base);
+		worker_exit(f->workers[i]);
+		worker_join(f->workers[i]);
+		worker_free(f->workers[i]);
 	}
 	free(f);
 	return 0;
@@ -126,7 +112,7 @@ start_admin(struct fixture *f)
 	close(probe);
 	snprintf(text, sizeof(text), "127.0.0.1:%u", ntohs(sin.sin_port));
 	assert_int_equal(config_parse_endpoint(text, &f->ep), 0);
-	f->admin = admin_start(f->workers, 2, &f->ep, &f->proc);
+	f->admin = admin_start(f->workers, 2, &f->ep, &f->proc, &f->shared.draining);
 	assert_non_null(f->admin);
 }
 
@@ -170,8 +156,7 @@ answering_workers_reply_at_once(void **state)
 	int i;
 
 	/* Both workers run now. */
-	assert_int_equal(pthread_create(&f->workers[1].thread, NULL, loop_thread,
-	    &f->workers[1]), 0);
+	assert_int_equal(worker_start(f->workers[1]), 0);
 	start_admin(f);
 	t0 = now_ms();
 	http_get(f, "/metrics", resp, sizeof(resp));
@@ -190,10 +175,6 @@ answering_workers_reply_at_once(void **state)
 		http_get(f, i % 2 ? "/metrics" : "/connections", resp, sizeof(resp));
 		assert_non_null(strstr(resp, " 200 OK"));
 	}
-	admin_free(f->admin);
-	f->admin = NULL;
-	event_base_loopexit(f->workers[1].base, NULL);
-	pthread_join(f->workers[1].thread, NULL);
 }
 
 int

@@ -25,9 +25,7 @@
 
 #include <event2/event.h>
 
-#include "kaproxy/listener.h"
 #include "kaproxy/log.h"
-#include "kaproxy/session.h"
 #include "kaproxy/worker.h"
 
 #define N_WORKERS 2
@@ -126,7 +124,7 @@ static void
 reload_is_all_or_nothing(void **state)
 {
 	struct process_shared shared = { 0 };
-	struct worker workers[N_WORKERS];
+	struct worker *workers[N_WORKERS];
 	struct generation *old, *fresh;
 	struct rlimit saved;
 	unsigned p1 = free_port(), p2 = free_port();
@@ -134,10 +132,9 @@ reload_is_all_or_nothing(void **state)
 	int idle[4], i;
 
 	(void)state;
-	atomic_init(&shared.max_connections, 100);
+	atomic_init(&shared.admission.max_connections, 100);
 	for (i = 0; i < N_WORKERS; i++)
-		assert_int_equal(worker_init(&workers[i], event_base_new(), &shared, (unsigned)i,
-		    true), 0);
+		assert_non_null(workers[i] = worker_new(&shared, (unsigned)i, true));
 
 	snprintf(text, sizeof(text),
 	    "[listener a]\nlisten = 127.0.0.1:%u\nupstream = 127.0.0.1:9\n"
@@ -179,12 +176,8 @@ reload_is_all_or_nothing(void **state)
 	assert_int_equal(atomic_load(&old->refs), 1);     /* every old listener retired */
 	assert_int_equal(atomic_load(&fresh->refs), 1 + 2 * N_WORKERS);
 
-	for (i = 0; i < N_WORKERS; i++) {
-		struct event_base *base = workers[i].base;
-
-		worker_release(&workers[i]);
-		event_base_free(base);
-	}
+	for (i = 0; i < N_WORKERS; i++)
+		worker_free(workers[i]);
 	generation_unref(old);
 	generation_unref(fresh);
 }
