@@ -28,6 +28,7 @@
 #include <ini.h>
 
 #include "kaproxy/config.h"
+#include "kaproxy/duration.h"
 
 /*
  * inih reads into a 200-byte buffer (INI_MAX_LINE) and silently cuts longer
@@ -249,57 +250,6 @@ fail_oom(struct parse *p)
 /* ------------------------------------------------------------------------ */
 /* Formatting helpers                                                        */
 
-/* "1h 2m 3.5s", "1m 30s", "250ms": compact, for operators. */
-static void
-fmt_human(uint64_t ms, char *buf, size_t len)
-{
-	uint64_t h = ms / 3600000, m = ms / 60000 % 60, s = ms / 1000 % 60;
-	unsigned frac = (unsigned)(ms % 1000);
-	size_t used = 0;
-
-	buf[0] = '\0';
-	if (ms < 1000) {
-		snprintf(buf, len, "%ums", frac);
-		return;
-	}
-	if (h)
-		used += snprintf(buf + used, len - used, "%lluh", (unsigned long long)h);
-	if (m && used < len)
-		used += snprintf(buf + used, len - used, "%s%llum", used ? " " : "",
-		    (unsigned long long)m);
-	if ((s || frac) && used < len) {
-		if (frac == 0) {
-			snprintf(buf + used, len - used, "%s%llus", used ? " " : "",
-			    (unsigned long long)s);
-		} else {
-			char digits[4];
-			int n = 3;
-
-			snprintf(digits, sizeof(digits), "%03u", frac);
-			while (n > 1 && digits[n - 1] == '0')
-				n--;
-			snprintf(buf + used, len - used, "%s%llu.%.*ss", used ? " " : "",
-			    (unsigned long long)s, n, digits);
-		}
-	}
-}
-
-/* One exact unit for range limits: "1ms", "500h", "2147483647ms". */
-static void
-fmt_exact(uint64_t ms, char *buf, size_t len)
-{
-	if (ms != 0 && ms % 3600000 == 0)
-		snprintf(buf, len, "%lluh", (unsigned long long)(ms / 3600000));
-	else if (ms != 0 && ms % 60000 == 0)
-		snprintf(buf, len, "%llum", (unsigned long long)(ms / 60000));
-	else if (ms != 0 && ms % 1000 == 0)
-		snprintf(buf, len, "%llus", (unsigned long long)(ms / 1000));
-	else if (ms != 0)
-		snprintf(buf, len, "%llums", (unsigned long long)ms);
-	else
-		snprintf(buf, len, "0");
-}
-
 /* What an option accepts, for "is not ..." messages. */
 static void
 describe_allowed(const struct option *o, char *buf, size_t len)
@@ -358,8 +308,8 @@ describe_range(const struct option *o, char *buf, size_t len)
 		    (unsigned long long)o->max);
 		return;
 	case OPT_DURATION:
-		fmt_exact(o->min, lo, sizeof(lo));
-		fmt_exact(o->max, hi, sizeof(hi));
+		duration_format_exact(o->min, lo, sizeof(lo));
+		duration_format_exact(o->max, hi, sizeof(hi));
 		snprintf(buf, len, "%s..%s%s", lo, hi,
 		    (o->accepts & ACCEPT_OFF) ? ", or off to disable" : "");
 		return;
@@ -374,7 +324,7 @@ describe_range(const struct option *o, char *buf, size_t len)
 /* ------------------------------------------------------------------------ */
 /* Value parsers                                                             */
 
-enum number_status { NUM_OK, NUM_SYNTAX, NUM_RANGE, NUM_SUBMS };
+enum number_status { NUM_OK, NUM_SYNTAX, NUM_RANGE };
 
 /* Whole decimal number, digits only (no sign, no spaces). */
 static enum number_status
@@ -399,79 +349,6 @@ number_parse(const char *text, uint64_t *value)
 		return NUM_SYNTAX;
 	*value = v;
 	return NUM_OK;
-}
-
-/*
- * Duration: bare integer seconds, or a number (decimals allowed) followed by
- * ms, s, m or h.  Exact integer arithmetic, no floating point: "1.001s" is
- * 1001 ms, and anything finer than a millisecond is refused, not rounded.
- */
-static enum number_status
-duration_parse(const char *text, uint64_t *ms)
-{
-	static const struct {
-		const char *name;
-		uint64_t ms;
-	} units[] = { { "ms", 1 }, { "s", 1000 }, { "m", 60000 }, { "h", 3600000 } };
-	uint64_t whole = 0, frac = 0, den = 1, unit = 0, total;
-	bool has_frac = false, overflow = false, finer = false;
-	const char *c = text;
-
-	if (!isdigit((unsigned char)*c))
-		return NUM_SYNTAX;
-	for (; isdigit((unsigned char)*c); c++) {
-		unsigned d = (unsigned)(*c - '0');
-
-		if (whole > (UINT64_MAX - d) / 10)
-			overflow = true;
-		else
-			whole = whole * 10 + d;
-	}
-	if (*c == '.') {
-		has_frac = true;
-		c++;
-		if (!isdigit((unsigned char)*c))
-			return NUM_SYNTAX;
-		/* Nine digits are plenty for ms of hours; beyond that only zeros
-		 * can still be exact. */
-		for (; isdigit((unsigned char)*c); c++) {
-			if (den < 1000000000) {
-				frac = frac * 10 + (uint64_t)(*c - '0');
-				den *= 10;
-			} else if (*c != '0') {
-				finer = true;
-			}
-		}
-	}
-	if (*c == '\0') {
-		if (has_frac)
-			return NUM_SYNTAX; /* "1.5" alone: seconds or minutes? */
-		unit = 1000;
-	} else {
-		for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
-			if (strcmp(c, units[i].name) == 0)
-				unit = units[i].ms;
-		if (unit == 0)
-			return NUM_SYNTAX;
-	}
-	if (overflow || whole > UINT64_MAX / unit)
-		return NUM_RANGE;
-	total = whole * unit;
-	/* frac < 1e9 and unit <= 3.6e6: the product fits in 64 bits. */
-	if (finer || (frac * unit) % den != 0)
-		return NUM_SUBMS;
-	if (total > UINT64_MAX - frac * unit / den)
-		return NUM_RANGE;
-	*ms = total + frac * unit / den;
-	return NUM_OK;
-}
-
-int
-config_parse_duration_ms(const char *text, uint64_t *ms)
-{
-	if (text == NULL || ms == NULL)
-		return -1;
-	return duration_parse(text, ms) == NUM_OK ? 0 : -1;
 }
 
 int
@@ -1174,6 +1051,7 @@ apply(struct parse *p, const struct option *o, const char *key, void *base,
 	char *field = (char *)base + o->off;
 	char allowed[128], range[128];
 	enum number_status st;
+	enum duration_status dst;
 	uint64_t v = 0;
 
 	describe_allowed(o, allowed, sizeof(allowed));
@@ -1218,24 +1096,24 @@ apply(struct parse *p, const struct option *o, const char *key, void *base,
 		break;
 	case OPT_DURATION:
 	case OPT_SECONDS:
-		st = duration_parse(value, &v);
-		if (st == NUM_SYNTAX) {
+		dst = duration_parse_status(value, &v);
+		if (dst == DURATION_SYNTAX) {
 			fail(p, line, "%s: \"%s\" is not a duration (%s)", key, value, allowed);
 			return -1;
 		}
-		if (st == NUM_SUBMS) {
+		if (dst == DURATION_SUBMS) {
 			fail(p, line, "%s: %s is not a whole number of milliseconds", key, value);
 			return -1;
 		}
-		if (o->type == OPT_SECONDS && st == NUM_OK && v % 1000 != 0) {
+		if (o->type == OPT_SECONDS && dst == DURATION_OK && v % 1000 != 0) {
 			fail(p, line, "%s: %s is %s; %s counts whole seconds (%s)", key, value,
 			    v < 1000 ? "sub-second" : "not a whole number of seconds",
 			    o->sockopt, range);
 			return -1;
 		}
-		if (o->type == OPT_SECONDS && st == NUM_OK)
+		if (o->type == OPT_SECONDS && dst == DURATION_OK)
 			v /= 1000;
-		if (st != NUM_OK || v < o->min || v > o->max) {
+		if (dst != DURATION_OK || v < o->min || v > o->max) {
 			fail(p, line, "%s: %s is out of range (%s)", key, value, range);
 			return -1;
 		}
@@ -1355,8 +1233,8 @@ check_leg(struct parse *p, const struct section *s, enum side side, struct leg_p
 	if (leg->nat_timeout_ms == 0)
 		return;
 	snprintf(key, sizeof(key), "%s_nat_timeout", prefix);
-	fmt_human(leg->nat_timeout_ms, nat_text, sizeof(nat_text));
-	fmt_human((uint64_t)leg->idle_s * 1000, idle_text, sizeof(idle_text));
+	duration_format_human(leg->nat_timeout_ms, nat_text, sizeof(nat_text));
+	duration_format_human((uint64_t)leg->idle_s * 1000, idle_text, sizeof(idle_text));
 	if (!leg->keepalive) {
 		fail(p, key_line(p, s, key), "%s: %s is set but %s_keepalive is off in "
 		    "[listener %s]; without probes the middlebox drops an idle connection's "
@@ -1610,22 +1488,22 @@ print_leg(FILE *out, const char *side, const struct leg_policy *leg)
 	char idle[32], intvl[32], ut[32], nat[32], when_idle[64], when_busy[80];
 	uint64_t d;
 
-	fmt_human((uint64_t)leg->idle_s * 1000, idle, sizeof(idle));
-	fmt_human((uint64_t)leg->interval_s * 1000, intvl, sizeof(intvl));
+	duration_format_human((uint64_t)leg->idle_s * 1000, idle, sizeof(idle));
+	duration_format_human((uint64_t)leg->interval_s * 1000, intvl, sizeof(intvl));
 	if (leg->user_timeout_ms)
-		fmt_human(leg->user_timeout_ms, ut, sizeof(ut));
+		duration_format_human(leg->user_timeout_ms, ut, sizeof(ut));
 	else
 		snprintf(ut, sizeof(ut), "off");
 	if (leg->nat_timeout_ms)
-		fmt_human(leg->nat_timeout_ms, nat, sizeof(nat));
+		duration_format_human(leg->nat_timeout_ms, nat, sizeof(nat));
 	else
 		snprintf(nat, sizeof(nat), "off");
 	if ((d = policy_idle_detect_ms(leg)) != 0)
-		fmt_human(d, when_idle, sizeof(when_idle));
+		duration_format_human(d, when_idle, sizeof(when_idle));
 	else
 		snprintf(when_idle, sizeof(when_idle), "never (keepalive off)");
 	if ((d = policy_busy_detect_ms(leg)) != 0)
-		fmt_human(d, when_busy, sizeof(when_busy));
+		duration_format_human(d, when_busy, sizeof(when_busy));
 	else
 		snprintf(when_busy, sizeof(when_busy),
 		    "kernel retransmission limit (tcp_retries2, ~15 min+)");
@@ -1648,7 +1526,7 @@ config_print_check(const struct config *cfg, FILE *out)
 		snprintf(workers, sizeof(workers), "%u", cfg->workers);
 	else
 		snprintf(workers, sizeof(workers), "auto");
-	fmt_human(cfg->shutdown_timeout_ms, shutdown, sizeof(shutdown));
+	duration_format_human(cfg->shutdown_timeout_ms, shutdown, sizeof(shutdown));
 	fprintf(out, "%s: ok, %zu listener(s)\n", cfg->path, cfg->n_listeners);
 	fprintf(out, "global: workers %s, max_connections %u, log_level %s, access_log %s, "
 	    "admin %s%s, shutdown_timeout %s\n", workers, cfg->max_connections,
@@ -1666,9 +1544,9 @@ config_print_check(const struct config *cfg, FILE *out)
 		for (size_t j = 0; j < lc->n_upstreams; j++)
 			fprintf(out, "%s %s", j ? "," : "", lc->upstreams[j].text);
 		fprintf(out, " (%s)\n", balance_words[lc->balance]);
-		fmt_human(lc->connect_timeout_ms, connect, sizeof(connect));
+		duration_format_human(lc->connect_timeout_ms, connect, sizeof(connect));
 		if (lc->idle_timeout_ms)
-			fmt_human(lc->idle_timeout_ms, idle, sizeof(idle));
+			duration_format_human(lc->idle_timeout_ms, idle, sizeof(idle));
 		else
 			snprintf(idle, sizeof(idle), "off");
 		fprintf(out, "  teardown %s, connect_timeout %s, idle_timeout %s\n",

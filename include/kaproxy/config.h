@@ -90,7 +90,6 @@ void config_free(struct config *cfg);
 void config_print_check(const struct config *cfg, FILE *out);
 
 /* Value parsers, exported for the unit tests.  Each returns 0 or -1. */
-int config_parse_duration_ms(const char *text, uint64_t *ms);
 int config_parse_bool(const char *text, bool *value);
 int config_parse_endpoint(const char *text, struct endpoint *ep);
 

@@ -22,6 +22,7 @@
 #include <cmocka.h>
 
 #include "kaproxy/config.h"
+#include "kaproxy/duration.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -88,14 +89,14 @@ test_durations(void **state)
 	(void)state;
 	for (size_t i = 0; i < ARRAY_LEN(good); i++) {
 		ms = 12345;
-		if (config_parse_duration_ms(good[i].text, &ms) != 0)
+		if (duration_parse(good[i].text, &ms) != 0)
 			fail_msg("\"%s\" rejected", good[i].text);
 		if (ms != good[i].ms)
 			fail_msg("\"%s\" gave %llu", good[i].text, (unsigned long long)ms);
 	}
 	for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
 		ms = 12345;
-		if (config_parse_duration_ms(bad[i], &ms) != -1)
+		if (duration_parse(bad[i], &ms) != -1)
 			fail_msg("\"%s\" accepted as %llu", bad[i], (unsigned long long)ms);
 		assert_int_equal(ms, 12345);
 	}
@@ -827,7 +828,7 @@ test_free_null_and_bad_args(void **state)
 	assert_int_equal(config_load_string(NULL, "x", &cfg, err, sizeof(err)), -1);
 	assert_int_equal(config_load_string("", "x", NULL, err, sizeof(err)), -1);
 	assert_int_equal(config_load_string("", "x", &cfg, NULL, 0), -1);
-	assert_int_equal(config_parse_duration_ms(NULL, &ms), -1);
+	assert_int_equal(duration_parse(NULL, &ms), -1);
 	assert_int_equal(policy_idle_detect_ms(NULL), 0);
 	assert_null(cfg);
 }
