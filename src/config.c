@@ -21,14 +21,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <arpa/inet.h>
-#include <netdb.h>
-#include <netinet/in.h>
-
 #include <ini.h>
 
 #include "kaproxy/config.h"
 #include "kaproxy/duration.h"
+#include "kaproxy/endpoint.h"
 
 /*
  * inih reads into a 200-byte buffer (INI_MAX_LINE) and silently cuts longer
@@ -370,197 +367,6 @@ config_parse_bool(const char *text, bool *value)
 		}
 	}
 	return -1;
-}
-
-/* Host names as DNS allows them; anything else is refused before a lookup
- * can stall start-up on a typo. */
-static bool
-hostname_ok(const char *host)
-{
-	bool all_numeric = true;
-
-	for (const char *c = host; *c; c++) {
-		if (!isalnum((unsigned char)*c) && *c != '-' && *c != '.' && *c != '_')
-			return false;
-		if (!isdigit((unsigned char)*c) && *c != '.')
-			all_numeric = false;
-	}
-	/* "10.0.0.256" is a mistyped address, not a name to look up. */
-	return !all_numeric;
-}
-
-/*
- * Parse "host:port" or "[v6]:port" into ep.  Returns NULL, or why the text
- * is not an endpoint.  Numeric addresses never touch the resolver; a name is
- * resolved once, here, and its first IPv4 address is used (or its first
- * IPv6 one if it has none), since a local service behind "localhost" most
- * often listens on 127.0.0.1 only.
- */
-static const char *
-endpoint_parse(const char *text, struct endpoint *ep)
-{
-	char host[256], numeric[NI_MAXHOST];
-	struct addrinfo hints, *res = NULL, *pick;
-	const char *port_text;
-	size_t host_len;
-	bool bracketed = false;
-	uint64_t port;
-	int rc;
-	int n;
-
-	if (text[0] == '\0')
-		return "empty";
-	if (text[0] == '[') {
-		const char *close = strchr(text, ']');
-
-		if (close == NULL)
-			return "missing ']' after the IPv6 address";
-		if (close[1] == '\0')
-			return "missing :port";
-		if (close[1] != ':')
-			return "expected ':' after ']'";
-		bracketed = true;
-		host_len = (size_t)(close - text - 1);
-		text++;
-		port_text = close + 2;
-	} else {
-		const char *colon = strrchr(text, ':');
-
-		if (colon == NULL)
-			return "missing :port";
-		if (memchr(text, ':', (size_t)(colon - text)) != NULL)
-			return "an IPv6 address needs brackets, e.g. [::1]:80";
-		host_len = (size_t)(colon - text);
-		port_text = colon + 1;
-	}
-	if (host_len == 0)
-		return "missing host (0.0.0.0 means every IPv4 address)";
-	if (host_len >= sizeof(host))
-		return "host name too long";
-	memcpy(host, text, host_len);
-	host[host_len] = '\0';
-	if (*port_text == '\0')
-		return "missing port after ':'";
-	switch (number_parse(port_text, &port)) {
-	case NUM_OK:
-		if (port >= 1 && port <= 65535)
-			break;
-		/* FALLTHROUGH */
-	case NUM_RANGE:
-		return "the port is out of range (1..65535)";
-	default:
-		return "the port is not a number";
-	}
-
-	memset(ep, 0, sizeof(*ep));
-	/* inet_pton, not getaddrinfo, for IPv4: the latter also takes
-	 * inet_aton forms, where "010.0.0.1" is 8.0.0.1 and "127.1" is valid. */
-	if (!bracketed) {
-		struct sockaddr_in *sin = (struct sockaddr_in *)&ep->addr;
-
-		if (inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
-			sin->sin_family = AF_INET;
-			ep->len = sizeof(*sin);
-			goto numeric;
-		}
-		if (!hostname_ok(host))
-			return "not an IPv4 address or host name";
-	}
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = bracketed ? AI_NUMERICHOST : 0;
-	hints.ai_family = bracketed ? AF_INET6 : AF_UNSPEC;
-	rc = getaddrinfo(host, NULL, &hints, &res);
-	if (rc != 0 && bracketed)
-		return "not an IPv6 address";
-	if (rc != 0)
-		return rc == EAI_SYSTEM ? "host name lookup failed" : gai_strerror(rc);
-	pick = res;
-	for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
-		if (ai->ai_family == AF_INET) {
-			pick = ai;
-			break;
-		}
-	}
-	if (pick == NULL || pick->ai_addrlen > sizeof(ep->addr) ||
-	    (pick->ai_family != AF_INET && pick->ai_family != AF_INET6)) {
-		freeaddrinfo(res);
-		return "no usable address";
-	}
-	memcpy(&ep->addr, pick->ai_addr, pick->ai_addrlen);
-	ep->len = (socklen_t)pick->ai_addrlen;
-	freeaddrinfo(res);
-numeric:
-	if (ep->addr.ss_family == AF_INET)
-		((struct sockaddr_in *)&ep->addr)->sin_port = htons((uint16_t)port);
-	else
-		((struct sockaddr_in6 *)&ep->addr)->sin6_port = htons((uint16_t)port);
-
-	if (getnameinfo((struct sockaddr *)&ep->addr, ep->len, numeric, sizeof(numeric),
-	    NULL, 0, NI_NUMERICHOST) != 0)
-		return "address cannot be printed";
-	if (ep->addr.ss_family == AF_INET)
-		n = snprintf(ep->text, sizeof(ep->text), "%s:%u", numeric, (unsigned)port);
-	else
-		n = snprintf(ep->text, sizeof(ep->text), "[%s]:%u", numeric, (unsigned)port);
-	if (n < 0 || (size_t)n >= sizeof(ep->text))
-		return "address text too long";
-	return NULL;
-}
-
-int
-config_parse_endpoint(const char *text, struct endpoint *ep)
-{
-	struct endpoint tmp;
-
-	if (text == NULL || ep == NULL)
-		return -1;
-	if (endpoint_parse(text, &tmp) != NULL)
-		return -1;
-	*ep = tmp;
-	return 0;
-}
-
-static bool
-endpoint_is_loopback(const struct endpoint *ep)
-{
-	if (ep->addr.ss_family == AF_INET) {
-		const struct sockaddr_in *sin = (const struct sockaddr_in *)&ep->addr;
-
-		return (ntohl(sin->sin_addr.s_addr) >> 24) == 127;
-	}
-	if (ep->addr.ss_family == AF_INET6) {
-		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&ep->addr;
-
-		if (IN6_IS_ADDR_LOOPBACK(&sin6->sin6_addr))
-			return true;
-		return IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr) &&
-		    sin6->sin6_addr.s6_addr[12] == 127;
-	}
-	return false;
-}
-
-/* Same family, address and port: two sockets would share one reuseport
- * group and split connections between listeners. */
-static bool
-endpoint_same(const struct endpoint *a, const struct endpoint *b)
-{
-	if (a->addr.ss_family != b->addr.ss_family)
-		return false;
-	if (a->addr.ss_family == AF_INET) {
-		const struct sockaddr_in *x = (const struct sockaddr_in *)&a->addr;
-		const struct sockaddr_in *y = (const struct sockaddr_in *)&b->addr;
-
-		return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
-	}
-	if (a->addr.ss_family == AF_INET6) {
-		const struct sockaddr_in6 *x = (const struct sockaddr_in6 *)&a->addr;
-		const struct sockaddr_in6 *y = (const struct sockaddr_in6 *)&b->addr;
-
-		return x->sin6_port == y->sin6_port && x->sin6_scope_id == y->sin6_scope_id &&
-		    memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
-	}
-	return false;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1024,7 +830,7 @@ apply_endpoint_list(struct parse *p, const struct option *o, const char *key, vo
 			len = sizeof(item) - 1;
 		memcpy(item, c, len);
 		item[len] = '\0';
-		if ((why = endpoint_parse(item, &list[i])) != NULL) {
+		if ((why = endpoint_parse_why(item, &list[i])) != NULL) {
 			fail(p, line, "%s: \"%s\" is not an endpoint: %s (host:port or "
 			    "[v6]:port, comma separated)", key, item, why);
 			goto err;
@@ -1140,7 +946,7 @@ apply(struct parse *p, const struct option *o, const char *key, void *base,
 		return -1;
 	case OPT_ENDPOINT: {
 		struct endpoint ep;
-		const char *why = endpoint_parse(value, &ep);
+		const char *why = endpoint_parse_why(value, &ep);
 
 		if (why != NULL) {
 			fail(p, line, "%s: \"%s\" is not an endpoint: %s (%s)", key, value, why,
@@ -1315,13 +1121,13 @@ check_global(struct parse *p, struct config *cfg)
 
 		if (a->listen.len == 0)
 			continue;
-		if (cfg->admin_enabled && endpoint_same(&a->listen, &cfg->admin_listen))
+		if (cfg->admin_enabled && endpoint_equal(&a->listen, &cfg->admin_listen))
 			fail(p, admin_line, "admin_listen: %s is also the listen address of "
 			    "[listener %s] (line %u)", cfg->admin_listen.text, a->name, a->line);
 		for (size_t j = 0; j < i; j++) {
 			const struct listener_config *b = &cfg->listeners[j];
 
-			if (b->listen.len != 0 && endpoint_same(&a->listen, &b->listen))
+			if (b->listen.len != 0 && endpoint_equal(&a->listen, &b->listen))
 				fail(p, key_line(p, &p->sections[SEC_DEFAULTS + 1 + i], "listen"),
 				    "listen: %s is already the listen address of [listener %s] "
 				    "(line %u)", a->listen.text, b->name, b->line);

@@ -158,8 +158,7 @@ find_by_address(struct worker *w, const struct endpoint *ep)
 	struct proxy_listener *pl;
 
 	LIST_FOREACH(pl, &w->listeners, entry)
-		if (pl->cfg->listen.len == ep->len &&
-		    memcmp(&pl->cfg->listen.addr, &ep->addr, ep->len) == 0)
+		if (endpoint_equal(&pl->cfg->listen, ep))
 			return pl;
 	return NULL;
 }

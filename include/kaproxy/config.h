@@ -13,22 +13,15 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <sys/socket.h>
+
+#include "kaproxy/endpoint.h"
 
 #define CONFIG_NAME_MAX 64   /* listener name, bytes including NUL */
-#define CONFIG_ADDR_TEXT 64  /* "[v6]:port" text, bytes including NUL */
 #define CONFIG_ERR_MAX 512   /* "FILE:LINE: message", bytes including NUL */
 
 enum balance { BALANCE_ROUNDROBIN, BALANCE_FIRST };
 enum teardown { TEARDOWN_RST, TEARDOWN_FIN };
 enum log_level { LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG };
-
-/* A resolved socket address and the text it was written as (normalised). */
-struct endpoint {
-	struct sockaddr_storage addr;
-	socklen_t len;
-	char text[CONFIG_ADDR_TEXT];
-};
 
 /* The TCP liveness policy of one leg (client or upstream side). */
 struct leg_policy {
@@ -91,7 +84,6 @@ void config_print_check(const struct config *cfg, FILE *out);
 
 /* Value parsers, exported for the unit tests.  Each returns 0 or -1. */
 int config_parse_bool(const char *text, bool *value);
-int config_parse_endpoint(const char *text, struct endpoint *ep);
 
 /*
  * Worst-case time from a peer's last segment to the leg being declared dead,

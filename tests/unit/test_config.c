@@ -23,6 +23,7 @@
 
 #include "kaproxy/config.h"
 #include "kaproxy/duration.h"
+#include "kaproxy/endpoint.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -155,7 +156,7 @@ test_endpoints(void **state)
 	(void)state;
 	for (size_t i = 0; i < ARRAY_LEN(good); i++) {
 		memset(&ep, 0, sizeof(ep));
-		if (config_parse_endpoint(good[i].text, &ep) != 0)
+		if (endpoint_parse(good[i].text, &ep) != 0)
 			fail_msg("\"%s\" rejected", good[i].text);
 		assert_string_equal(ep.text, good[i].norm);
 		assert_int_equal(ep.addr.ss_family, good[i].family);
@@ -171,7 +172,7 @@ test_endpoints(void **state)
 	}
 	for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
 		memset(&ep, 0, sizeof(ep));
-		if (config_parse_endpoint(bad[i], &ep) != -1)
+		if (endpoint_parse(bad[i], &ep) != -1)
 			fail_msg("\"%s\" accepted as %s", bad[i], ep.text);
 	}
 }
@@ -183,7 +184,7 @@ test_endpoint_hostname(void **state)
 	struct endpoint ep;
 
 	(void)state;
-	assert_int_equal(config_parse_endpoint("localhost:2000", &ep), 0);
+	assert_int_equal(endpoint_parse("localhost:2000", &ep), 0);
 	if (ep.addr.ss_family == AF_INET) {
 		assert_string_equal(ep.text, "127.0.0.1:2000");
 		assert_int_equal(ntohs(((struct sockaddr_in *)&ep.addr)->sin_port), 2000);
