@@ -26,6 +26,8 @@
 #include "kaproxy/config.h"
 #include "kaproxy/duration.h"
 #include "kaproxy/endpoint.h"
+#include "kaproxy/policy.h"
+#include "kaproxy/reason.h"
 
 /*
  * inih reads into a 200-byte buffer (INI_MAX_LINE) and silently cuts longer
@@ -150,7 +152,7 @@ static const struct option leg_options[] = {
 	{ .name = "keepalive_count", .scope = SCOPE_LISTENER, .type = OPT_UINT,
 	  .min = 1, .max = 127, .fallback = "6", .off = P(count) },
 	{ .name = "user_timeout", .scope = SCOPE_LISTENER, .type = OPT_DURATION,
-	  .accepts = ACCEPT_AUTO | ACCEPT_OFF, .min = 1, .max = INT_MAX,
+	  .accepts = ACCEPT_AUTO | ACCEPT_OFF, .min = 1, .max = POLICY_USER_TIMEOUT_MAX_MS,
 	  .fallback = "auto", .off = P(user_timeout_ms),
 	  .auto_flag = FLAG_AT(struct leg_policy, user_timeout_auto) },
 	{ .name = "nat_timeout", .scope = SCOPE_LISTENER, .type = OPT_DURATION,
@@ -165,15 +167,19 @@ static const struct option leg_options[] = {
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
 #define N_LEG_OPTIONS (sizeof(leg_options) / sizeof(leg_options[0]))
 
-enum side { SIDE_CLIENT, SIDE_UPSTREAM, SIDE_NONE };
+/* Where a side's leg policy sits in struct listener_config. */
+static size_t
+leg_offset(enum side side)
+{
+	return side == SIDE_CLIENT ? offsetof(struct listener_config, client)
+	    : offsetof(struct listener_config, upstream);
+}
 
-static const struct {
-	const char *prefix;
-	size_t off;
-} sides[] = {
-	[SIDE_CLIENT] = { "client", offsetof(struct listener_config, client) },
-	[SIDE_UPSTREAM] = { "upstream", offsetof(struct listener_config, upstream) },
-};
+static bool
+is_leg_option(const struct option *o)
+{
+	return o >= leg_options && o < leg_options + N_LEG_OPTIONS;
+}
 
 /* ------------------------------------------------------------------------ */
 /* Parse state                                                               */
@@ -370,43 +376,6 @@ config_parse_bool(const char *text, bool *value)
 }
 
 /* ------------------------------------------------------------------------ */
-/* Detection arithmetic                                                      */
-
-/*
- * Linux's tcp_keepalive_timer fires at idle, idle + intvl, idle + 2*intvl...
- * after the last received segment.  With a user timeout U it aborts at the
- * first firing at or after U that has at least one probe out (k >= 1); with
- * no user timeout, once count probes are out.
- */
-uint64_t
-policy_idle_detect_ms(const struct leg_policy *p)
-{
-	uint64_t idle, intvl, u, k;
-
-	if (p == NULL || !p->keepalive)
-		return 0;
-	idle = (uint64_t)p->idle_s * 1000;
-	intvl = (uint64_t)p->interval_s * 1000;
-	u = p->user_timeout_ms;
-	if (intvl == 0) /* never valid after config_load; avoid dividing by it */
-		return idle;
-	if (u == 0)
-		return idle + intvl * p->count;
-	k = u > idle ? (u - idle + intvl - 1) / intvl : 0;
-	if (k < 1)
-		k = 1;
-	return idle + intvl * k;
-}
-
-/* With data in flight the retransmission timer, not keepalive, runs the
- * leg, and only TCP_USER_TIMEOUT bounds it. */
-uint64_t
-policy_busy_detect_ms(const struct leg_policy *p)
-{
-	return p == NULL ? 0 : p->user_timeout_ms;
-}
-
-/* ------------------------------------------------------------------------ */
 /* Collecting raw entries                                                    */
 
 static long
@@ -456,14 +425,14 @@ section_label(const struct section *s, char *buf, size_t len)
 static const struct option *
 option_find(const char *key, enum side *side)
 {
-	*side = SIDE_NONE;
+	*side = SIDE_CLIENT;
 	for (size_t i = 0; i < N_OPTIONS; i++)
 		if (strcmp(options[i].name, key) == 0)
 			return &options[i];
 	for (int sd = SIDE_CLIENT; sd <= SIDE_UPSTREAM; sd++) {
-		size_t n = strlen(sides[sd].prefix);
+		size_t n = strlen(side_name((enum side)sd));
 
-		if (strncmp(key, sides[sd].prefix, n) != 0 || key[n] != '_')
+		if (strncmp(key, side_name((enum side)sd), n) != 0 || key[n] != '_')
 			continue;
 		for (size_t i = 0; i < N_LEG_OPTIONS; i++) {
 			if (strcmp(leg_options[i].name, key + n + 1) == 0) {
@@ -529,7 +498,7 @@ suggest_key(const char *key, enum scope scope, char *buf, size_t len)
 		for (size_t i = 0; i < N_LEG_OPTIONS; i++) {
 			size_t d;
 
-			snprintf(candidate, sizeof(candidate), "%s_%s", sides[sd].prefix,
+			snprintf(candidate, sizeof(candidate), "%s_%s", side_name((enum side)sd),
 			    leg_options[i].name);
 			d = edit_distance(key, candidate);
 			if (d < best) {
@@ -1020,18 +989,18 @@ key_line(const struct parse *p, const struct section *s, const char *key)
 static void
 check_leg(struct parse *p, const struct section *s, enum side side, struct leg_policy *leg)
 {
-	const char *prefix = sides[side].prefix;
+	const char *prefix = side_name(side);
 	char key[64], idle_text[32], nat_text[32];
 
 	if (leg->user_timeout_auto) {
-		uint64_t u = ((uint64_t)leg->idle_s + (uint64_t)leg->interval_s * leg->count) * 1000;
+		uint64_t u = policy_auto_user_timeout_ms(leg);
 
 		snprintf(key, sizeof(key), "%s_user_timeout", prefix);
-		if (u > INT_MAX) {
+		if (u > POLICY_USER_TIMEOUT_MAX_MS) {
 			fail(p, key_line(p, s, key), "%s: auto would be %llums (idle + interval * "
 			    "count), above the TCP_USER_TIMEOUT limit of %dms in [listener %s]; "
 			    "set it explicitly or shorten the keepalive policy", key,
-			    (unsigned long long)u, INT_MAX, s->name);
+			    (unsigned long long)u, POLICY_USER_TIMEOUT_MAX_MS, s->name);
 			return;
 		}
 		leg->user_timeout_ms = (uint32_t)u;
@@ -1067,8 +1036,8 @@ resolve_listener(struct parse *p, const struct section *s, struct listener_confi
 			resolve_option(p, s, &options[i], options[i].name, lc);
 	for (int sd = SIDE_CLIENT; sd <= SIDE_UPSTREAM; sd++) {
 		for (size_t i = 0; i < N_LEG_OPTIONS; i++) {
-			snprintf(key, sizeof(key), "%s_%s", sides[sd].prefix, leg_options[i].name);
-			resolve_option(p, s, &leg_options[i], key, (char *)lc + sides[sd].off);
+			snprintf(key, sizeof(key), "%s_%s", side_name((enum side)sd), leg_options[i].name);
+			resolve_option(p, s, &leg_options[i], key, (char *)lc + leg_offset((enum side)sd));
 		}
 	}
 	/* Cross-key checks on a half-resolved listener would only report
@@ -1096,8 +1065,8 @@ check_defaults(struct parse *p)
 
 		if (o == NULL)
 			continue;
-		if (side != SIDE_NONE)
-			base += sides[side].off;
+		if (is_leg_option(o))
+			base += leg_offset(side);
 		apply(p, o, e->key, base, e->value, e->line);
 	}
 	free(scratch.upstreams);
@@ -1291,8 +1260,7 @@ err:
 static void
 print_leg(FILE *out, const char *side, const struct leg_policy *leg)
 {
-	char idle[32], intvl[32], ut[32], nat[32], when_idle[64], when_busy[80];
-	uint64_t d;
+	char idle[32], intvl[32], ut[32], nat[32];
 
 	duration_format_human((uint64_t)leg->idle_s * 1000, idle, sizeof(idle));
 	duration_format_human((uint64_t)leg->interval_s * 1000, intvl, sizeof(intvl));
@@ -1304,21 +1272,10 @@ print_leg(FILE *out, const char *side, const struct leg_policy *leg)
 		duration_format_human(leg->nat_timeout_ms, nat, sizeof(nat));
 	else
 		snprintf(nat, sizeof(nat), "off");
-	if ((d = policy_idle_detect_ms(leg)) != 0)
-		duration_format_human(d, when_idle, sizeof(when_idle));
-	else
-		snprintf(when_idle, sizeof(when_idle), "never (keepalive off)");
-	if ((d = policy_busy_detect_ms(leg)) != 0)
-		duration_format_human(d, when_busy, sizeof(when_busy));
-	else
-		snprintf(when_busy, sizeof(when_busy),
-		    "kernel retransmission limit (tcp_retries2, ~15 min+)");
-
 	fprintf(out, "  %-9s keepalive %s, idle %s, interval %s, count %u, user_timeout %s%s, "
 	    "nat_timeout %s\n", side, leg->keepalive ? "on" : "off", idle, intvl, leg->count,
 	    ut, leg->user_timeout_auto ? " (auto)" : "", nat);
-	fprintf(out, "  %-9s worst-case dead-peer detection: when idle %s; with data in flight %s\n", "",
-	    when_idle, when_busy);
+	policy_print_detection(leg, out);
 }
 
 void

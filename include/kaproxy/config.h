@@ -15,6 +15,7 @@
 #include <stdio.h>
 
 #include "kaproxy/endpoint.h"
+#include "kaproxy/policy.h"
 
 #define CONFIG_NAME_MAX 64   /* listener name, bytes including NUL */
 #define CONFIG_ERR_MAX 512   /* "FILE:LINE: message", bytes including NUL */
@@ -22,17 +23,6 @@
 enum balance { BALANCE_ROUNDROBIN, BALANCE_FIRST };
 enum teardown { TEARDOWN_RST, TEARDOWN_FIN };
 enum log_level { LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG };
-
-/* The TCP liveness policy of one leg (client or upstream side). */
-struct leg_policy {
-	bool keepalive;           /* SO_KEEPALIVE */
-	uint32_t idle_s;          /* TCP_KEEPIDLE, 1..32767 */
-	uint32_t interval_s;      /* TCP_KEEPINTVL, 1..32767 */
-	uint32_t count;           /* TCP_KEEPCNT, 1..127 */
-	bool user_timeout_auto;   /* written as "auto" (for -t output only) */
-	uint32_t user_timeout_ms; /* TCP_USER_TIMEOUT resolved; 0 = off */
-	uint32_t nat_timeout_ms;  /* middlebox idle timeout on this leg; 0 = off */
-};
 
 struct listener_config {
 	char name[CONFIG_NAME_MAX];
@@ -84,14 +74,5 @@ void config_print_check(const struct config *cfg, FILE *out);
 
 /* Value parsers, exported for the unit tests.  Each returns 0 or -1. */
 int config_parse_bool(const char *text, bool *value);
-
-/*
- * Worst-case time from a peer's last segment to the leg being declared dead,
- * in ms, as the Linux keepalive timer decides it: on an idle leg (0 when
- * keepalive is off: never detected) and with data in flight (0 when no user
- * timeout is set: left to tcp_retries2, many minutes).
- */
-uint64_t policy_idle_detect_ms(const struct leg_policy *p);
-uint64_t policy_busy_detect_ms(const struct leg_policy *p);
 
 #endif

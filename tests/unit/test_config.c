@@ -24,6 +24,7 @@
 #include "kaproxy/config.h"
 #include "kaproxy/duration.h"
 #include "kaproxy/endpoint.h"
+#include "kaproxy/policy.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
