@@ -21,11 +21,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <ini.h>
-
 #include "kaproxy/config.h"
 #include "kaproxy/duration.h"
 #include "kaproxy/endpoint.h"
+#include "kaproxy/inifile.h"
 #include "kaproxy/policy.h"
 #include "kaproxy/reason.h"
 
@@ -188,18 +187,14 @@ enum section_kind { SECTION_GLOBAL, SECTION_DEFAULTS, SECTION_LISTENER };
 
 static const char *const section_kind_names[] = { "global", "defaults", "listener" };
 
-struct entry {
-	char *key;
-	char *value;
-	unsigned line;
-};
-
+/* A section as kaproxy understands it, with the entries it accepted.  A
+ * repeated [global] or [defaults] continues the first one. */
 struct section {
 	enum section_kind kind;
-	char name[CONFIG_NAME_MAX]; /* listener name */
-	unsigned line;              /* header line; 0 when never written */
-	struct entry *entries;
-	size_t n_entries, cap_entries;
+	const char *name;                      /* listener name; "" otherwise */
+	unsigned line;                         /* header line; 0 when never written */
+	const struct inifile_entry **entries;  /* in file order */
+	size_t n_entries;
 };
 
 /* Sections 0 and 1 are always [global] and [defaults]; listeners follow. */
@@ -208,12 +203,9 @@ struct section {
 
 struct parse {
 	const char *name;           /* FILE in messages */
-	const char *pos, *end;      /* unread input */
-	unsigned line;              /* line last handed to inih */
+	struct inifile file;        /* what was read, raw */
 	struct section *sections;
-	size_t n_sections, cap_sections;
-	long current;               /* section receiving keys; -1: none */
-	bool skipping;              /* inside a rejected header: ignore its keys */
+	size_t n_sections;
 	unsigned n_errors;
 	unsigned err_line;          /* of the reported error; 0 = no line */
 	bool oom;
@@ -376,38 +368,14 @@ config_parse_bool(const char *text, bool *value)
 }
 
 /* ------------------------------------------------------------------------ */
-/* Collecting raw entries                                                    */
+/* Accepting what was read                                                   */
 
-static long
-section_add(struct parse *p, enum section_kind kind, const char *name, unsigned line)
-{
-	struct section *s;
-
-	if (p->n_sections == p->cap_sections) {
-		size_t cap = p->cap_sections ? p->cap_sections * 2 : 8;
-		struct section *grown = realloc(p->sections, cap * sizeof(*grown));
-
-		if (grown == NULL) {
-			fail_oom(p);
-			return -1;
-		}
-		p->sections = grown;
-		p->cap_sections = cap;
-	}
-	s = &p->sections[p->n_sections];
-	memset(s, 0, sizeof(*s));
-	s->kind = kind;
-	s->line = line;
-	snprintf(s->name, sizeof(s->name), "%s", name);
-	return (long)p->n_sections++;
-}
-
-static const struct entry *
+static const struct inifile_entry *
 section_find(const struct section *s, const char *key)
 {
 	for (size_t i = 0; i < s->n_entries; i++)
-		if (strcmp(s->entries[i].key, key) == 0)
-			return &s->entries[i];
+		if (strcmp(s->entries[i]->key, key) == 0)
+			return s->entries[i];
 	return NULL;
 }
 
@@ -509,73 +477,41 @@ suggest_key(const char *key, enum scope scope, char *buf, size_t len)
 	}
 }
 
-/* inih handler: check the key belongs here and keep it for resolution. */
-static int
-on_key(void *user, const char *section, const char *key, const char *value)
+/* The reader's complaints are recorded like any other error. */
+static void
+on_reader_fail(void *user, unsigned line, const char *message)
 {
-	struct parse *p = user;
+	fail(user, line, "%s", message);
+}
+
+/* Check a key belongs in s and keep it for resolution. */
+static void
+accept_entry(struct parse *p, struct section *s, const struct inifile_entry *e)
+{
+	const struct inifile_entry *prev;
 	const struct option *o;
-	const struct entry *prev;
-	struct section *s;
-	struct entry *e;
 	enum side side;
-	enum scope scope;
+	enum scope scope = s->kind == SECTION_GLOBAL ? SCOPE_GLOBAL : SCOPE_LISTENER;
 	char label[CONFIG_NAME_MAX + 16];
 
-	(void)section; /* sections are tracked by the reader, untruncated */
-	if (p->oom || p->skipping)
-		return 1;
-	if (p->current < 0) {
-		fail(p, p->line, "%s: key outside any section (put it under [global], "
-		    "[defaults] or [listener NAME])", key);
-		return 1;
-	}
-	s = &p->sections[p->current];
 	section_label(s, label, sizeof(label));
-	scope = s->kind == SECTION_GLOBAL ? SCOPE_GLOBAL : SCOPE_LISTENER;
-	o = option_find(key, &side);
+	o = option_find(e->key, &side);
 	if (o == NULL) {
 		char hint[64];
 
-		suggest_key(key, scope, hint, sizeof(hint));
-		fail(p, p->line, "%s: unknown key in %s%s%s%s", key, label,
+		suggest_key(e->key, scope, hint, sizeof(hint));
+		fail(p, e->line, "%s: unknown key in %s%s%s%s", e->key, label,
 		    hint[0] ? " (did you mean " : "", hint, hint[0] ? "?)" : "");
-		return 1;
-	}
-	if (o->scope != scope) {
-		fail(p, p->line, "%s: not allowed in %s (%s)", key, label,
+	} else if (o->scope != scope) {
+		fail(p, e->line, "%s: not allowed in %s (%s)", e->key, label,
 		    o->scope == SCOPE_GLOBAL ? "it belongs in [global]"
 		    : "it belongs in [defaults] or [listener NAME]");
-		return 1;
-	}
-	if ((prev = section_find(s, key)) != NULL) {
-		fail(p, p->line, "%s: duplicate key in %s (first set on line %u)", key, label,
+	} else if ((prev = section_find(s, e->key)) != NULL) {
+		fail(p, e->line, "%s: duplicate key in %s (first set on line %u)", e->key, label,
 		    prev->line);
-		return 1;
+	} else {
+		s->entries[s->n_entries++] = e;
 	}
-	if (s->n_entries == s->cap_entries) {
-		size_t cap = s->cap_entries ? s->cap_entries * 2 : 16;
-		struct entry *grown = realloc(s->entries, cap * sizeof(*grown));
-
-		if (grown == NULL)
-			goto oom;
-		s->entries = grown;
-		s->cap_entries = cap;
-	}
-	e = &s->entries[s->n_entries];
-	e->key = strdup(key);
-	e->value = strdup(value);
-	e->line = p->line;
-	if (e->key == NULL || e->value == NULL) {
-		free(e->key);
-		free(e->value);
-		goto oom;
-	}
-	s->n_entries++;
-	return 1;
-oom:
-	fail_oom(p);
-	return 1;
 }
 
 static bool
@@ -590,157 +526,117 @@ listener_name_ok(const char *name)
 	return true;
 }
 
-/* A "[...]" line: make its section the one receiving keys. */
-static void
-on_section(struct parse *p, const char *line, size_t len)
+/* [global] or [defaults]: a repeated one continues the first, so duplicate
+ * keys are still caught across both. */
+static struct section *
+accept_fixed(struct parse *p, const struct inifile_section *raw)
 {
-	char inner[LINE_LIMIT], *word, *name;
-	const char *close = memchr(line, ']', len);
-	size_t n;
+	struct section *s = &p->sections[strcmp(raw->word, "global") == 0 ? SEC_GLOBAL
+	    : SEC_DEFAULTS];
 
-	p->current = -1;
-	p->skipping = true; /* until the header proves good */
-	if (close == NULL) {
-		fail(p, p->line, "section header is missing ']'");
-		return;
+	if (raw->name[0] != '\0') {
+		fail(p, raw->line, "[%s] takes no name", raw->word);
+		return NULL;
 	}
-	for (const char *c = close + 1; c < line + len; c++) {
-		if (*c == ';')
-			break;
-		if (!isspace((unsigned char)*c)) {
-			fail(p, p->line, "unexpected text after ']'");
-			return;
-		}
-	}
-	n = (size_t)(close - line - 1);
-	memcpy(inner, line + 1, n);
-	inner[n] = '\0';
-	word = inner;
-	while (isspace((unsigned char)*word))
-		word++;
-	name = word;
-	while (*name && !isspace((unsigned char)*name))
-		name++;
-	if (*name)
-		*name++ = '\0';
-	while (isspace((unsigned char)*name))
-		name++;
-	for (size_t end = strlen(name); end > 0 && isspace((unsigned char)name[end - 1]); end--)
-		name[end - 1] = '\0';
+	if (s->line == 0)
+		s->line = raw->line;
+	return s;
+}
 
-	if (strcmp(word, "global") == 0 || strcmp(word, "defaults") == 0) {
-		long idx = strcmp(word, "global") == 0 ? SEC_GLOBAL : SEC_DEFAULTS;
+static struct section *
+accept_listener(struct parse *p, const struct inifile_section *raw)
+{
+	struct section *s;
 
-		if (*name) {
-			fail(p, p->line, "[%s] takes no name", word);
-			return;
-		}
-		if (p->sections[idx].line == 0)
-			p->sections[idx].line = p->line;
-		/* A repeated [global] continues the first one; duplicate keys
-		 * are still caught across both. */
-		p->current = idx;
-		p->skipping = false;
-		return;
+	if (raw->name[0] == '\0') {
+		fail(p, raw->line, "[listener] needs a name: [listener NAME]");
+		return NULL;
 	}
-	if (strcmp(word, "listener") == 0) {
-		long idx;
+	if (!listener_name_ok(raw->name)) {
+		fail(p, raw->line, "[listener %s]: a listener name is 1..%d letters, digits, "
+		    "'-', '_' or '.'", raw->name, CONFIG_NAME_MAX - 1);
+		return NULL;
+	}
+	for (size_t i = SEC_DEFAULTS + 1; i < p->n_sections; i++) {
+		if (strcmp(p->sections[i].name, raw->name) == 0) {
+			fail(p, raw->line, "[listener %s]: duplicate listener name (first "
+			    "defined on line %u)", raw->name, p->sections[i].line);
+			return NULL;
+		}
+	}
+	s = &p->sections[p->n_sections];
+	s->entries = calloc(raw->n_entries + 1, sizeof(*s->entries));
+	if (s->entries == NULL) {
+		fail_oom(p);
+		return NULL;
+	}
+	s->kind = SECTION_LISTENER;
+	s->name = raw->name;
+	s->line = raw->line;
+	p->n_sections++;
+	return s;
+}
 
-		if (*name == '\0') {
-			fail(p, p->line, "[listener] needs a name: [listener NAME]");
-			return;
-		}
-		if (!listener_name_ok(name)) {
-			fail(p, p->line, "[listener %s]: a listener name is 1..%d letters, digits, "
-			    "'-', '_' or '.'", name, CONFIG_NAME_MAX - 1);
-			return;
-		}
-		for (size_t i = SEC_DEFAULTS + 1; i < p->n_sections; i++) {
-			if (strcmp(p->sections[i].name, name) == 0) {
-				fail(p, p->line, "[listener %s]: duplicate listener name (first "
-				    "defined on line %u)", name, p->sections[i].line);
-				return;
-			}
-		}
-		idx = section_add(p, SECTION_LISTENER, name, p->line);
-		if (idx < 0)
-			return;
-		p->current = idx;
-		p->skipping = false;
-		return;
-	}
-	fail(p, p->line, "[%s]: unknown section (allowed: [global], [defaults], "
-	    "[listener NAME])", inner);
+/* The section a header stands for; NULL when it is refused. */
+static struct section *
+accept_section(struct parse *p, const struct inifile_section *raw)
+{
+	if (strcmp(raw->word, "global") == 0 || strcmp(raw->word, "defaults") == 0)
+		return accept_fixed(p, raw);
+	if (strcmp(raw->word, "listener") == 0)
+		return accept_listener(p, raw);
+	fail(p, raw->line, "[%s]: unknown section (allowed: [global], [defaults], "
+	    "[listener NAME])", raw->text);
+	return NULL;
 }
 
 /*
- * inih reader: hand inih one line at a time, counting them, and smooth out
- * what Debian's inih would get wrong (see the notes on INI_MAX_LINE,
- * continuation lines and '#').  Lines we judge ourselves (section headers,
- * comments, errors) go to inih as empty lines so its count stays ours.
+ * Room for every section: [global] and [defaults] may gather entries from
+ * anywhere in the file, a listener only from its own header on.
  */
-static char *
-read_line(char *buf, int size, void *stream)
+static int
+sections_alloc(struct parse *p)
 {
-	struct parse *p = stream;
-	const char *start, *nl, *eq, *colon;
-	size_t len;
+	size_t n_entries = 0;
 
-	if (p->pos >= p->end)
-		return NULL;
-	start = p->pos;
-	nl = memchr(start, '\n', (size_t)(p->end - start));
-	len = (size_t)((nl ? nl : p->end) - start);
-	p->pos = nl ? nl + 1 : p->end;
-	p->line++;
-	if (len > 0 && start[len - 1] == '\r')
-		len--;
-	if (p->line == 1 && len >= 3 && memcmp(start, "\xEF\xBB\xBF", 3) == 0) {
-		start += 3;
-		len -= 3;
+	for (size_t i = 0; i < p->file.n_sections; i++)
+		n_entries += p->file.sections[i].n_entries;
+	p->sections = calloc(SEC_DEFAULTS + 1 + p->file.n_sections, sizeof(*p->sections));
+	if (p->sections == NULL)
+		return -1;
+	p->n_sections = SEC_DEFAULTS + 1;
+	p->sections[SEC_GLOBAL].kind = SECTION_GLOBAL;
+	p->sections[SEC_DEFAULTS].kind = SECTION_DEFAULTS;
+	for (size_t i = SEC_GLOBAL; i <= SEC_DEFAULTS; i++) {
+		p->sections[i].name = "";
+		p->sections[i].entries = calloc(n_entries + 1, sizeof(*p->sections[i].entries));
+		if (p->sections[i].entries == NULL)
+			return -1;
 	}
-	snprintf(buf, (size_t)size, "\n"); /* what inih gets unless the line is a key */
-	if (len >= LINE_LIMIT || (int)len + 2 > size) {
-		fail(p, p->line, "line is %zu characters long; the limit is %d", len,
-		    LINE_LIMIT - 1);
-		return buf;
-	}
-	if (memchr(start, '\0', len) != NULL) {
-		fail(p, p->line, "line contains a NUL byte");
-		return buf;
-	}
-	/* Indentation would make inih glue this line onto the previous key. */
-	while (len > 0 && isspace((unsigned char)*start)) {
-		start++;
-		len--;
-	}
-	/* inih knows only ';' for inline comments; " #" starts one too. */
-	for (size_t i = 1; i < len; i++) {
-		if (start[i] == '#' && isspace((unsigned char)start[i - 1])) {
-			len = i;
-			break;
+	return 0;
+}
+
+/* Sort what was read into kaproxy's sections, in file order, so "first
+ * set on line N" and "first defined on line N" name the earlier one. */
+static void
+accept_file(struct parse *p)
+{
+	for (size_t i = 0; i < p->file.n_sections && !p->oom; i++) {
+		const struct inifile_section *raw = &p->file.sections[i];
+		struct section *s = NULL;
+
+		if (raw->line != 0 && (s = accept_section(p, raw)) == NULL)
+			continue;
+		for (size_t j = 0; j < raw->n_entries; j++) {
+			const struct inifile_entry *e = &raw->entries[j];
+
+			if (s == NULL)
+				fail(p, e->line, "%s: key outside any section (put it under "
+				    "[global], [defaults] or [listener NAME])", e->key);
+			else
+				accept_entry(p, s, e);
 		}
 	}
-	if (len == 0 || start[0] == ';' || start[0] == '#')
-		return buf;
-	if (start[0] == '[') {
-		on_section(p, start, len);
-		return buf;
-	}
-	eq = memchr(start, '=', len);
-	colon = memchr(start, ':', len);
-	if (eq == NULL || (colon != NULL && colon < eq)) {
-		fail(p, p->line, "expected \"key = value\", \"[section]\" or a comment");
-		return buf;
-	}
-	if (eq == start) {
-		fail(p, p->line, "missing key name before '='");
-		return buf;
-	}
-	memcpy(buf, start, len);
-	buf[len] = '\n';
-	buf[len + 1] = '\0';
-	return buf;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -946,10 +842,10 @@ stored:
 }
 
 /* The entry that sets key for a listener: its own, else [defaults]'. */
-static const struct entry *
+static const struct inifile_entry *
 effective_entry(const struct parse *p, const struct section *s, const char *key)
 {
-	const struct entry *e = section_find(s, key);
+	const struct inifile_entry *e = section_find(s, key);
 
 	return e ? e : section_find(&p->sections[SEC_DEFAULTS], key);
 }
@@ -960,7 +856,7 @@ static void
 resolve_option(struct parse *p, const struct section *s, const struct option *o,
     const char *key, void *base)
 {
-	const struct entry *e = s->kind == SECTION_LISTENER ? effective_entry(p, s, key)
+	const struct inifile_entry *e = s->kind == SECTION_LISTENER ? effective_entry(p, s, key)
 	    : section_find(s, key);
 
 	if (e != NULL) {
@@ -980,7 +876,7 @@ resolve_option(struct parse *p, const struct section *s, const struct option *o,
 static unsigned
 key_line(const struct parse *p, const struct section *s, const char *key)
 {
-	const struct entry *e = effective_entry(p, s, key);
+	const struct inifile_entry *e = effective_entry(p, s, key);
 
 	return e ? e->line : s->line;
 }
@@ -1058,7 +954,7 @@ check_defaults(struct parse *p)
 
 	memset(&scratch, 0, sizeof(scratch));
 	for (size_t i = 0; i < s->n_entries; i++) {
-		const struct entry *e = &s->entries[i];
+		const struct inifile_entry *e = s->entries[i];
 		enum side side;
 		const struct option *o = option_find(e->key, &side);
 		char *base = (char *)&scratch;
@@ -1076,7 +972,7 @@ static void
 check_global(struct parse *p, struct config *cfg)
 {
 	const struct section *g = &p->sections[SEC_GLOBAL];
-	const struct entry *admin = section_find(g, "admin_listen");
+	const struct inifile_entry *admin = section_find(g, "admin_listen");
 	unsigned admin_line = admin ? admin->line : 0;
 
 	if (cfg->admin_enabled && !cfg->admin_allow_remote &&
@@ -1107,14 +1003,10 @@ check_global(struct parse *p, struct config *cfg)
 static void
 parse_free(struct parse *p)
 {
-	for (size_t i = 0; i < p->n_sections; i++) {
-		for (size_t j = 0; j < p->sections[i].n_entries; j++) {
-			free(p->sections[i].entries[j].key);
-			free(p->sections[i].entries[j].value);
-		}
+	for (size_t i = 0; p->sections != NULL && i < p->n_sections; i++)
 		free(p->sections[i].entries);
-	}
 	free(p->sections);
+	inifile_free(&p->file);
 }
 
 void
@@ -1138,24 +1030,15 @@ load_text(const char *text, size_t len, const char *name, struct config **out, c
 	struct parse p;
 	struct config *cfg = NULL;
 	size_t n_listeners;
-	int rc;
 
 	memset(&p, 0, sizeof(p));
 	p.name = name;
-	p.pos = text;
-	p.end = text + len;
-	p.current = -1;
-	if (section_add(&p, SECTION_GLOBAL, "", 0) < 0 ||
-	    section_add(&p, SECTION_DEFAULTS, "", 0) < 0)
-		goto err;
-
-	rc = ini_parse_stream(read_line, &p, on_key, &p);
-	if (rc == -2)
+	if (inifile_read(text, len, &p.file, on_reader_fail, &p) != 0 ||
+	    sections_alloc(&p) != 0) {
 		fail_oom(&p);
-	else if (rc > 0)
-		/* Everything inih could object to is screened in read_line;
-		 * keep a message for whatever slips through. */
-		fail(&p, (unsigned)rc, "syntax error");
+		goto err;
+	}
+	accept_file(&p);
 	if (p.oom)
 		goto err;
 
@@ -1171,7 +1054,7 @@ load_text(const char *text, size_t len, const char *name, struct config **out, c
 
 	n_listeners = p.n_sections - (SEC_DEFAULTS + 1);
 	if (n_listeners == 0) {
-		fail(&p, p.line ? p.line : 1, "no [listener NAME] section; at least one is "
+		fail(&p, p.file.lines ? p.file.lines : 1, "no [listener NAME] section; at least one is "
 		    "needed");
 	} else if ((cfg->listeners = calloc(n_listeners, sizeof(*cfg->listeners))) == NULL) {
 		fail_oom(&p);
