@@ -72,7 +72,12 @@ void config_free(struct config *cfg);
  */
 void config_print_check(const struct config *cfg, FILE *out);
 
-/* Value parsers, exported for the unit tests.  Each returns 0 or -1. */
-int config_parse_bool(const char *text, bool *value);
+struct option;
+
+/*
+ * The option table: every key with its type, range, default and help, in
+ * the order the reference lists them.  Sets *n to the number of rows.
+ */
+const struct option *config_options(size_t *n);
 
 #endif

@@ -24,6 +24,7 @@
 #include "kaproxy/config.h"
 #include "kaproxy/duration.h"
 #include "kaproxy/endpoint.h"
+#include "kaproxy/option.h"
 #include "kaproxy/policy.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
@@ -121,11 +122,11 @@ test_booleans(void **state)
 	(void)state;
 	for (size_t i = 0; i < ARRAY_LEN(good); i++) {
 		b = !good[i].value;
-		if (config_parse_bool(good[i].text, &b) != 0 || b != good[i].value)
+		if (option_parse_bool(good[i].text, &b) != 0 || b != good[i].value)
 			fail_msg("\"%s\" misparsed", good[i].text);
 	}
 	for (size_t i = 0; i < ARRAY_LEN(bad); i++)
-		if (config_parse_bool(bad[i], &b) != -1)
+		if (option_parse_bool(bad[i], &b) != -1)
 			fail_msg("\"%s\" accepted", bad[i]);
 }
 
