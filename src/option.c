@@ -74,6 +74,18 @@ number_parse(const char *text, uint64_t *value)
 	return NUM_OK;
 }
 
+/* o's range as messages give it: with the keyword that stands outside it. */
+static void
+range_text(const struct option *o, char *buf, size_t len)
+{
+	size_t used;
+
+	o->type->range(o, buf, len);
+	used = strlen(buf);
+	snprintf(buf + used, len - used, "%s", (o->accepts & OPTION_OFF) ? ", or off to disable"
+	    : (o->accepts & OPTION_AUTO) ? ", or auto" : "");
+}
+
 /* v checked against o's range and stored, or the out-of-range message. */
 static enum option_result
 store_in_range(const struct option *o, void *base, const char *value, bool ok, uint64_t v,
@@ -82,7 +94,7 @@ store_in_range(const struct option *o, void *base, const char *value, bool ok, u
 	char range[128];
 
 	if (!ok || v < o->min || v > o->max) {
-		o->type->range(o, range, sizeof(range));
+		range_text(o, range, sizeof(range));
 		snprintf(why, len, "%s is out of range (%s)", value, range);
 		return OPTION_INVALID;
 	}
@@ -105,18 +117,12 @@ uint_parse(const struct option *o, void *base, const char *value, char *why, siz
 	return store_in_range(o, base, value, st == NUM_OK, v, why, len);
 }
 
-static void
-uint_allowed(const struct option *o, char *buf, size_t len)
-{
-	snprintf(buf, len, "%llu..%llu", (unsigned long long)o->min,
-	    (unsigned long long)o->max);
-}
-
+/* A whole number's range is also all it accepts. */
 static void
 uint_range(const struct option *o, char *buf, size_t len)
 {
-	snprintf(buf, len, "%llu..%llu%s", (unsigned long long)o->min,
-	    (unsigned long long)o->max, (o->accepts & OPTION_AUTO) ? ", or auto" : "");
+	snprintf(buf, len, "%llu..%llu", (unsigned long long)o->min,
+	    (unsigned long long)o->max);
 }
 
 static void
@@ -150,7 +156,7 @@ time_parse(const struct option *o, void *base, const char *value, char *why, siz
 		return OPTION_INVALID;
 	}
 	if (seconds && st == DURATION_OK && v % 1000 != 0) {
-		o->type->range(o, range, sizeof(range));
+		range_text(o, range, sizeof(range));
 		snprintf(why, len, "%s is %s; %s counts whole seconds (%s)", value,
 		    v < 1000 ? "sub-second" : "not a whole number of seconds", o->sockopt, range);
 		return OPTION_INVALID;
@@ -174,8 +180,7 @@ duration_range(const struct option *o, char *buf, size_t len)
 
 	duration_format_exact(o->min, lo, sizeof(lo));
 	duration_format_exact(o->max, hi, sizeof(hi));
-	snprintf(buf, len, "%s..%s%s", lo, hi,
-	    (o->accepts & OPTION_OFF) ? ", or off to disable" : "");
+	snprintf(buf, len, "%s..%s", lo, hi);
 }
 
 static void
@@ -459,7 +464,7 @@ plain_clear(const struct option *o, void *base)
 }
 
 const struct option_type option_uint = {
-	uint_parse, uint_allowed, uint_range, uint_format, plain_clear, sizeof(uint32_t),
+	uint_parse, uint_range, uint_range, uint_format, plain_clear, sizeof(uint32_t),
 };
 const struct option_type option_duration = {
 	time_parse, time_allowed, duration_range, duration_format, plain_clear,
@@ -490,21 +495,27 @@ const struct option_type option_path = {
 /* ------------------------------------------------------------------------ */
 /* What every type shares                                                    */
 
-void
-option_allowed(const struct option *o, char *buf, size_t len)
+/* ", or auto" and the like: the keywords o accepts besides its syntax. */
+static void
+append_keywords(const struct option *o, char *buf, size_t len)
 {
 	const char *extra = "";
-	size_t used;
+	size_t used = strlen(buf);
 
-	o->type->allowed(o, buf, len);
 	if ((o->accepts & OPTION_AUTO) && (o->accepts & OPTION_OFF))
 		extra = "; or auto, or off";
 	else if (o->accepts & OPTION_AUTO)
 		extra = ", or auto";
 	else if (o->accepts & OPTION_OFF)
 		extra = ", or off";
-	used = strlen(buf);
 	snprintf(buf + used, len - used, "%s", extra);
+}
+
+void
+option_allowed(const struct option *o, char *buf, size_t len)
+{
+	o->type->allowed(o, buf, len);
+	append_keywords(o, buf, len);
 }
 
 void
@@ -513,7 +524,8 @@ option_values(const struct option *o, char *buf, size_t len)
 	if (o->type->range != NULL)
 		o->type->range(o, buf, len);
 	else
-		option_allowed(o, buf, len);
+		o->type->allowed(o, buf, len);
+	append_keywords(o, buf, len);
 }
 
 /* "auto" or "off" where o takes it: the value is cleared, the flags say

@@ -41,7 +41,8 @@ struct option_type {
 	    char *why, size_t len);
 	/* What the type accepts, for "is not ..." messages. */
 	void (*allowed)(const struct option *o, char *buf, size_t len);
-	/* Its range, for "out of range" messages; NULL for a type without one. */
+	/* Its range ("1..127", "1ms..500h"), for "out of range" messages and the
+	 * reference; NULL for a type without one. */
 	void (*range)(const struct option *o, char *buf, size_t len);
 	/* The stored value as -t shows it. */
 	void (*format)(const struct option *o, const void *base, char *buf, size_t len);
@@ -89,8 +90,8 @@ enum option_result option_set(const struct option *o, void *base, const char *va
 /* What o accepts, keywords included: "1..256, or auto", "rst | fin". */
 void option_allowed(const struct option *o, char *buf, size_t len);
 
-/* For the reference: o's range where it has one ("1s..32767s"), else what
- * it accepts. */
+/* For the reference: o's range where it has one, else what it accepts,
+ * keywords included: "1s..32767s", "1ms..500h, or off", "rst | fin". */
 void option_values(const struct option *o, char *buf, size_t len);
 
 /* o's value under base as -t shows it: "1m 30s", "off", "2m (auto)". */
