@@ -44,6 +44,17 @@ get_flag(const void *base, size_t flag)
 	return flag != 0 && *(const bool *)((const char *)base + flag - 1);
 }
 
+/* "\"VALUE\" is not WHAT (what o accepts)": a value of the wrong shape. */
+static enum option_result
+refuse(const struct option *o, const char *value, const char *what, char *why, size_t len)
+{
+	char allowed[128];
+
+	option_allowed(o, allowed, sizeof(allowed));
+	snprintf(why, len, "\"%s\" is not %s (%s)", value, what, allowed);
+	return OPTION_INVALID;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Numbers: uint, duration, seconds                                          */
 
@@ -107,22 +118,25 @@ uint_parse(const struct option *o, void *base, const char *value, char *why, siz
 {
 	uint64_t v = 0;
 	enum number_status st = number_parse(value, &v);
-	char allowed[128];
 
-	if (st == NUM_SYNTAX) {
-		option_allowed(o, allowed, sizeof(allowed));
-		snprintf(why, len, "\"%s\" is not a whole number (%s)", value, allowed);
-		return OPTION_INVALID;
-	}
+	if (st == NUM_SYNTAX)
+		return refuse(o, value, "a whole number", why, len);
 	return store_in_range(o, base, value, st == NUM_OK, v, why, len);
+}
+
+/* "1..127", "1s..32767s": min and max, each with its unit. */
+static void
+counted_range(const struct option *o, const char *unit, char *buf, size_t len)
+{
+	snprintf(buf, len, "%llu%s..%llu%s", (unsigned long long)o->min, unit,
+	    (unsigned long long)o->max, unit);
 }
 
 /* A whole number's range is also all it accepts. */
 static void
 uint_range(const struct option *o, char *buf, size_t len)
 {
-	snprintf(buf, len, "%llu..%llu", (unsigned long long)o->min,
-	    (unsigned long long)o->max);
+	counted_range(o, "", buf, len);
 }
 
 static void
@@ -144,13 +158,10 @@ time_parse(const struct option *o, void *base, const char *value, char *why, siz
 	bool seconds = o->type == &option_seconds;
 	uint64_t v = 0;
 	enum duration_status st = duration_parse_status(value, &v);
-	char allowed[128], range[128];
+	char range[128];
 
-	if (st == DURATION_SYNTAX) {
-		option_allowed(o, allowed, sizeof(allowed));
-		snprintf(why, len, "\"%s\" is not a duration (%s)", value, allowed);
-		return OPTION_INVALID;
-	}
+	if (st == DURATION_SYNTAX)
+		return refuse(o, value, "a duration", why, len);
 	if (st == DURATION_SUBMS) {
 		snprintf(why, len, "%s is not a whole number of milliseconds", value);
 		return OPTION_INVALID;
@@ -164,13 +175,6 @@ time_parse(const struct option *o, void *base, const char *value, char *why, siz
 	if (seconds)
 		v /= 1000;
 	return store_in_range(o, base, value, st == DURATION_OK, v, why, len);
-}
-
-static void
-time_allowed(const struct option *o, char *buf, size_t len)
-{
-	(void)o;
-	snprintf(buf, len, "integer seconds, or a number with unit ms, s, m, h");
 }
 
 static void
@@ -197,8 +201,7 @@ duration_format(const struct option *o, const void *base, char *buf, size_t len)
 static void
 seconds_range(const struct option *o, char *buf, size_t len)
 {
-	snprintf(buf, len, "%llus..%llus", (unsigned long long)o->min,
-	    (unsigned long long)o->max);
+	counted_range(o, "s", buf, len);
 }
 
 static void
@@ -235,20 +238,9 @@ option_parse_bool(const char *text, bool *value)
 static enum option_result
 bool_parse(const struct option *o, void *base, const char *value, char *why, size_t len)
 {
-	char allowed[128];
-
 	if (option_parse_bool(value, (bool *)field_of(o, base)) == 0)
 		return OPTION_OK;
-	option_allowed(o, allowed, sizeof(allowed));
-	snprintf(why, len, "\"%s\" is not a boolean (%s)", value, allowed);
-	return OPTION_INVALID;
-}
-
-static void
-bool_allowed(const struct option *o, char *buf, size_t len)
-{
-	(void)o;
-	snprintf(buf, len, "on/off, yes/no, true/false, 1/0");
+	return refuse(o, value, "a boolean", why, len);
 }
 
 static void
@@ -298,22 +290,14 @@ endpoint_value_parse(const struct option *o, void *base, const char *value, char
 {
 	struct endpoint ep;
 	const char *reason = endpoint_parse_why(value, &ep);
-	char allowed[128];
+	char what[128];
 
 	if (reason != NULL) {
-		option_allowed(o, allowed, sizeof(allowed));
-		snprintf(why, len, "\"%s\" is not an endpoint: %s (%s)", value, reason, allowed);
-		return OPTION_INVALID;
+		snprintf(what, sizeof(what), "an endpoint: %s", reason);
+		return refuse(o, value, what, why, len);
 	}
 	memcpy(field_of(o, base), &ep, sizeof(ep));
 	return OPTION_OK;
-}
-
-static void
-endpoint_value_allowed(const struct option *o, char *buf, size_t len)
-{
-	(void)o;
-	snprintf(buf, len, "host:port or [v6]:port");
 }
 
 static void
@@ -355,22 +339,22 @@ endpoint_list_parse(const struct option *o, void *base, const char *value, char 
 	struct endpoint *list;
 	size_t n = 1;
 	const char *c = value, *reason;
-	char item[ITEM_MAX], allowed[128];
+	char item[ITEM_MAX], what[128];
 
 	for (const char *q = value; *q; q++)
 		n += *q == ',';
 	if ((list = calloc(n, sizeof(*list))) == NULL)
 		return OPTION_NO_MEMORY;
-	o->type->allowed(o, allowed, sizeof(allowed));
 	for (size_t i = 0; i < n; i++) {
 		c = next_item(c, item);
 		if (item[0] == '\0') {
-			snprintf(why, len, "\"%s\" has an empty entry (%s)", value, allowed);
+			snprintf(why, len, "\"%s\" has an empty entry (%s)", value,
+			    o->type->syntax);
 			goto err;
 		}
 		if ((reason = endpoint_parse_why(item, &list[i])) != NULL) {
-			snprintf(why, len, "\"%s\" is not an endpoint: %s (%s)", item, reason,
-			    allowed);
+			snprintf(what, sizeof(what), "an endpoint: %s", reason);
+			refuse(o, item, what, why, len);
 			goto err;
 		}
 	}
@@ -381,13 +365,6 @@ endpoint_list_parse(const struct option *o, void *base, const char *value, char 
 err:
 	free(list);
 	return OPTION_INVALID;
-}
-
-static void
-endpoint_list_allowed(const struct option *o, char *buf, size_t len)
-{
-	(void)o;
-	snprintf(buf, len, "host:port or [v6]:port, comma separated");
 }
 
 static void
@@ -429,13 +406,6 @@ path_parse(const struct option *o, void *base, const char *value, char *why, siz
 }
 
 static void
-path_allowed(const struct option *o, char *buf, size_t len)
-{
-	(void)o;
-	snprintf(buf, len, "a file path, or - for stdout");
-}
-
-static void
 path_format(const struct option *o, const void *base, char *buf, size_t len)
 {
 	const char *path = *(char *const *)const_field_of(o, base);
@@ -464,32 +434,40 @@ plain_clear(const struct option *o, void *base)
 }
 
 const struct option_type option_uint = {
-	uint_parse, uint_range, uint_range, uint_format, plain_clear, sizeof(uint32_t),
+	.parse = uint_parse, .allowed = uint_range, .range = uint_range,
+	.format = uint_format, .clear = plain_clear, .size = sizeof(uint32_t),
 };
+static const char time_syntax[] = "integer seconds, or a number with unit ms, s, m, h";
+
 const struct option_type option_duration = {
-	time_parse, time_allowed, duration_range, duration_format, plain_clear,
-	sizeof(uint32_t),
+	.parse = time_parse, .syntax = time_syntax,
+	.range = duration_range, .format = duration_format, .clear = plain_clear,
+	.size = sizeof(uint32_t),
 };
 const struct option_type option_seconds = {
-	time_parse, time_allowed, seconds_range, seconds_format, plain_clear,
-	sizeof(uint32_t),
+	.parse = time_parse, .syntax = time_syntax,
+	.range = seconds_range, .format = seconds_format, .clear = plain_clear,
+	.size = sizeof(uint32_t),
 };
 const struct option_type option_bool = {
-	bool_parse, bool_allowed, NULL, bool_format, plain_clear, sizeof(bool),
+	.parse = bool_parse, .syntax = "on/off, yes/no, true/false, 1/0",
+	.format = bool_format, .clear = plain_clear, .size = sizeof(bool),
 };
 const struct option_type option_enum = {
-	enum_parse, enum_allowed, NULL, enum_format, plain_clear, sizeof(int),
+	.parse = enum_parse, .allowed = enum_allowed, .format = enum_format,
+	.clear = plain_clear, .size = sizeof(int),
 };
 const struct option_type option_endpoint = {
-	endpoint_value_parse, endpoint_value_allowed, NULL, endpoint_value_format,
-	plain_clear, sizeof(struct endpoint),
+	.parse = endpoint_value_parse, .syntax = "host:port or [v6]:port",
+	.format = endpoint_value_format, .clear = plain_clear, .size = sizeof(struct endpoint),
 };
 const struct option_type option_endpoint_list = {
-	endpoint_list_parse, endpoint_list_allowed, NULL, endpoint_list_format,
-	endpoint_list_clear, 0,
+	.parse = endpoint_list_parse, .syntax = "host:port or [v6]:port, comma separated",
+	.format = endpoint_list_format, .clear = endpoint_list_clear,
 };
 const struct option_type option_path = {
-	path_parse, path_allowed, NULL, path_format, path_clear, 0,
+	.parse = path_parse, .syntax = "a file path, or - for stdout",
+	.format = path_format, .clear = path_clear,
 };
 
 /* ------------------------------------------------------------------------ */
@@ -511,10 +489,20 @@ append_keywords(const struct option *o, char *buf, size_t len)
 	snprintf(buf + used, len - used, "%s", extra);
 }
 
+/* What o's type accepts, keywords aside. */
+static void
+type_allowed(const struct option *o, char *buf, size_t len)
+{
+	if (o->type->syntax != NULL)
+		snprintf(buf, len, "%s", o->type->syntax);
+	else
+		o->type->allowed(o, buf, len);
+}
+
 void
 option_allowed(const struct option *o, char *buf, size_t len)
 {
-	o->type->allowed(o, buf, len);
+	type_allowed(o, buf, len);
 	append_keywords(o, buf, len);
 }
 
@@ -524,7 +512,7 @@ option_values(const struct option *o, char *buf, size_t len)
 	if (o->type->range != NULL)
 		o->type->range(o, buf, len);
 	else
-		o->type->allowed(o, buf, len);
+		type_allowed(o, buf, len);
 	append_keywords(o, buf, len);
 }
 

@@ -39,7 +39,9 @@ struct option_type {
 	 * why says what is wrong, as it follows "KEY: " in a message. */
 	enum option_result (*parse)(const struct option *o, void *base, const char *value,
 	    char *why, size_t len);
-	/* What the type accepts, for "is not ..." messages. */
+	/* What the type accepts, for "is not ..." messages: a fixed text, or
+	 * (when syntax is NULL) one that depends on the option. */
+	const char *syntax;
 	void (*allowed)(const struct option *o, char *buf, size_t len);
 	/* Its range ("1..127", "1ms..500h"), for "out of range" messages and the
 	 * reference; NULL for a type without one. */

@@ -12,7 +12,6 @@
 #include <setjmp.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -32,38 +31,32 @@ test_auto_user_timeout(void **state)
 	assert_true(policy_auto_user_timeout_ms(&largest) > POLICY_USER_TIMEOUT_MAX_MS);
 }
 
-static char *
-detection_line(const struct leg_policy *p)
-{
-	char *buf = NULL;
-	size_t len = 0;
-	FILE *f = open_memstream(&buf, &len);
-
-	assert_non_null(f);
-	policy_print_detection(p, f);
-	assert_int_equal(fclose(f), 0);
-	return buf;
-}
-
 static void
 test_detection_line(void **state)
 {
-	struct leg_policy on = { .keepalive = true, .idle_s = 60, .interval_s = 10, .count = 6,
-	    .user_timeout_ms = 75000 };
-	struct leg_policy off = { .keepalive = false, .idle_s = 60, .interval_s = 10,
-	    .count = 6 };
-	char *line;
+	static const struct {
+		struct leg_policy policy;
+		const char *line;
+	} cases[] = {
+		{ { .keepalive = true, .idle_s = 60, .interval_s = 10, .count = 6,
+		    .user_timeout_ms = 75000 },
+		  "            worst-case dead-peer detection: when idle 1m 20s; with data in "
+		  "flight 1m 15s\n" },
+		{ { .keepalive = false, .idle_s = 60, .interval_s = 10, .count = 6 },
+		  "            worst-case dead-peer detection: when idle never (keepalive off); "
+		  "with data in flight kernel retransmission limit (tcp_retries2, ~15 min+)\n" },
+	};
 
 	(void)state;
-	line = detection_line(&on);
-	assert_string_equal(line, "            worst-case dead-peer detection: when idle 1m 20s; "
-	    "with data in flight 1m 15s\n");
-	free(line);
-	line = detection_line(&off);
-	assert_string_equal(line, "            worst-case dead-peer detection: when idle never "
-	    "(keepalive off); with data in flight kernel retransmission limit (tcp_retries2, "
-	    "~15 min+)\n");
-	free(line);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char line[256] = "";
+		FILE *f = fmemopen(line, sizeof(line) - 1, "w");
+
+		assert_non_null(f);
+		policy_print_detection(&cases[i].policy, f);
+		fclose(f);
+		assert_string_equal(line, cases[i].line);
+	}
 }
 
 int
