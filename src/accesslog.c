@@ -2,7 +2,6 @@
  * accesslog: the JSON line per closed connection.  Rendered with a handful
  * of bounded appends into a fixed buffer; no allocation.
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -16,6 +15,7 @@
 #include <unistd.h>
 
 #include "kaproxy/accesslog.h"
+#include "kaproxy/endpoint.h"
 #include "kaproxy/log.h"
 
 /*
@@ -216,27 +216,6 @@ json_escape(char *buf, size_t size, size_t *len, const char *s)
 	buf[*len] = '\0';
 }
 
-char *
-sockaddr_text(const struct sockaddr *sa, char *buf, size_t size)
-{
-	char host[INET6_ADDRSTRLEN];
-
-	if (sa->sa_family == AF_INET) {
-		const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
-
-		inet_ntop(AF_INET, &sin->sin_addr, host, sizeof(host));
-		snprintf(buf, size, "%s:%u", host, ntohs(sin->sin_port));
-	} else if (sa->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
-
-		inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
-		snprintf(buf, size, "[%s]:%u", host, ntohs(sin6->sin6_port));
-	} else {
-		snprintf(buf, size, "unknown");
-	}
-	return buf;
-}
-
 void
 json_tcp_snapshot(char *buf, size_t size, size_t *len, const char *key, const struct tcp_snapshot *t)
 {
@@ -253,7 +232,7 @@ json_tcp_snapshot(char *buf, size_t size, size_t *len, const char *key, const st
 size_t
 accesslog_render(const struct access_record *rec, char *buf, size_t size)
 {
-	char addr[INET6_ADDRSTRLEN + 16];
+	char addr[ENDPOINT_TEXT_MAX];
 	time_t secs = (time_t)(rec->ts_ms / 1000);
 	struct tm tm;
 	size_t len = 0;
@@ -266,8 +245,8 @@ accesslog_render(const struct access_record *rec, char *buf, size_t size)
 	    (unsigned)(rec->ts_ms % 1000), rec->id);
 	json_append(buf, size, &len, ",\"listener\":\"");
 	json_escape(buf, size, &len, rec->listener);
-	json_append(buf, size, &len, "\",\"client\":\"%s\"",
-	    sockaddr_text(rec->client, addr, sizeof(addr)));
+	endpoint_format(rec->client, addr, sizeof(addr));
+	json_append(buf, size, &len, "\",\"client\":\"%s\"", addr);
 	json_append(buf, size, &len, ",\"upstream\":\"");
 	json_escape(buf, size, &len, rec->upstream);
 	json_append(buf, size, &len,

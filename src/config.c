@@ -1,41 +1,32 @@
 /*
  * config.c: the INI file turned into one immutable, validated struct config.
  *
- * Owns: the option tables (every key, its type, range, default and the
- * section it belongs to), the line reader that sits between the file and
- * inih, collection of raw (section, key, value, line) entries, resolution of
- * [defaults] into every [listener NAME], cross-key checks, the value parsers
- * and the `kaproxy -t` report.
+ * Owns the option table (every key: its type, range, default, help, the
+ * section it belongs to and where its value lands), the schema checks on
+ * what inifile.c read (which sections and keys exist, where each may go),
+ * resolution of [defaults] into every [listener NAME], the checks across
+ * keys, and the `kaproxy -t` report, which the table lays out.
  *
- * Parsing happens in two passes on purpose: inih only collects raw entries,
- * and resolution runs after the whole file is read, so [defaults] applies to
- * every listener wherever it appears and errors point at the line that
- * supplied the offending value.  Every error is recorded with its line; the
- * one with the lowest line number is reported, as "FILE:LINE: message".
+ * Parsing happens in two passes on purpose: the reader only collects raw
+ * entries, and resolution runs after the whole file is read, so [defaults]
+ * applies to every listener wherever it appears and errors point at the line
+ * that supplied the offending value.  Every error is recorded with its line;
+ * the one with the lowest line number is reported, as "FILE:LINE: message".
  */
 #include <ctype.h>
 #include <errno.h>
-#include <limits.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <arpa/inet.h>
-#include <netdb.h>
-#include <netinet/in.h>
-
-#include <ini.h>
-
 #include "kaproxy/config.h"
-
-/*
- * inih reads into a 200-byte buffer (INI_MAX_LINE) and silently cuts longer
- * lines, parsing the rest as a new line; a line of up to 196 characters plus
- * "\n" and NUL always fits, with room to spare, so anything longer is
- * refused here instead.
- */
-#define LINE_LIMIT 197
+#include "kaproxy/duration.h"
+#include "kaproxy/endpoint.h"
+#include "kaproxy/inifile.h"
+#include "kaproxy/option.h"
+#include "kaproxy/policy.h"
+#include "kaproxy/reason.h"
 
 /* Refuse absurd files rather than read them into memory. */
 #define FILE_LIMIT (1024 * 1024)
@@ -45,49 +36,7 @@
 #define DURATION_MAX_MS (500ULL * 3600 * 1000)
 
 /* ------------------------------------------------------------------------ */
-/* The option tables                                                         */
-
-enum opt_type {
-	OPT_UINT,          /* whole number in min..max, stored as uint32_t */
-	OPT_DURATION,      /* duration in min..max ms, stored as uint32_t ms */
-	OPT_SECONDS,       /* whole seconds in min..max s, stored as uint32_t s */
-	OPT_BOOL,          /* stored as bool */
-	OPT_ENUM,          /* one of words[], stored as the enum (index) */
-	OPT_ENDPOINT,      /* stored as struct endpoint */
-	OPT_ENDPOINT_LIST, /* struct endpoint * at off, its size_t count at count_off */
-	OPT_PATH,          /* heap string; "-" stands for stdout */
-};
-
-enum scope {
-	SCOPE_GLOBAL,      /* [global] only */
-	SCOPE_LISTENER,    /* [defaults] and [listener NAME] */
-};
-
-/* Keywords an option accepts besides its type's syntax; both store 0/NULL. */
-#define ACCEPT_AUTO 1u
-#define ACCEPT_OFF 2u
-
-/*
- * Flag fields are stored as offset + 1 so that 0 (the value designated
- * initializers leave) means "no flag": offset 0 is a real field in
- * struct leg_policy.
- */
-#define FLAG_AT(type, member) (offsetof(type, member) + 1)
-
-struct option {
-	const char *name;
-	enum scope scope;
-	enum opt_type type;
-	unsigned accepts;          /* ACCEPT_AUTO | ACCEPT_OFF */
-	uint64_t min, max;         /* OPT_UINT: value; OPT_DURATION: ms; OPT_SECONDS: s */
-	const char *fallback;      /* default as written in the file; NULL = required */
-	size_t off;                /* where the value is stored */
-	size_t auto_flag;          /* FLAG_AT bool: set iff the value was "auto" */
-	size_t enabled_flag;       /* FLAG_AT bool: set iff the value was not "off" */
-	size_t count_off;          /* OPT_ENDPOINT_LIST: the size_t count */
-	const char *const *words;  /* OPT_ENUM: names in enum order, NULL-terminated */
-	const char *sockopt;       /* OPT_SECONDS: kernel option, for messages */
-};
+/* The option table                                                          */
 
 static const char *const log_level_words[] = { "error", "warn", "info", "debug", NULL };
 static const char *const balance_words[] = { "roundrobin", "first", NULL };
@@ -100,64 +49,104 @@ _Static_assert(sizeof(unsigned) == sizeof(uint32_t), "workers is stored as uint3
 
 #define G(m) offsetof(struct config, m)
 #define L(m) offsetof(struct listener_config, m)
-
-/* [global] keys and the listener-wide keys; values land in struct config or
- * struct listener_config. */
-static const struct option options[] = {
-	{ .name = "workers", .scope = SCOPE_GLOBAL, .type = OPT_UINT,
-	  .accepts = ACCEPT_AUTO, .min = 1, .max = 256, .fallback = "1",
-	  .off = G(workers) },
-	{ .name = "max_connections", .scope = SCOPE_GLOBAL, .type = OPT_UINT,
-	  .min = 1, .max = 1000000, .fallback = "10000", .off = G(max_connections) },
-	{ .name = "log_level", .scope = SCOPE_GLOBAL, .type = OPT_ENUM,
-	  .words = log_level_words, .fallback = "info", .off = G(log_level) },
-	{ .name = "access_log", .scope = SCOPE_GLOBAL, .type = OPT_PATH,
-	  .accepts = ACCEPT_OFF, .fallback = "-", .off = G(access_log) },
-	{ .name = "admin_listen", .scope = SCOPE_GLOBAL, .type = OPT_ENDPOINT,
-	  .accepts = ACCEPT_OFF, .fallback = "127.0.0.1:9901", .off = G(admin_listen),
-	  .enabled_flag = FLAG_AT(struct config, admin_enabled) },
-	{ .name = "admin_allow_remote", .scope = SCOPE_GLOBAL, .type = OPT_BOOL,
-	  .fallback = "off", .off = G(admin_allow_remote) },
-	{ .name = "shutdown_timeout", .scope = SCOPE_GLOBAL, .type = OPT_DURATION,
-	  .min = 0, .max = DURATION_MAX_MS, .fallback = "30s", .off = G(shutdown_timeout_ms) },
-
-	{ .name = "listen", .scope = SCOPE_LISTENER, .type = OPT_ENDPOINT,
-	  .off = L(listen) },
-	{ .name = "upstream", .scope = SCOPE_LISTENER, .type = OPT_ENDPOINT_LIST,
-	  .off = L(upstreams), .count_off = L(n_upstreams) },
-	{ .name = "balance", .scope = SCOPE_LISTENER, .type = OPT_ENUM,
-	  .words = balance_words, .fallback = "roundrobin", .off = L(balance) },
-	{ .name = "connect_timeout", .scope = SCOPE_LISTENER, .type = OPT_DURATION,
-	  .min = 1, .max = DURATION_MAX_MS, .fallback = "5s", .off = L(connect_timeout_ms) },
-	{ .name = "idle_timeout", .scope = SCOPE_LISTENER, .type = OPT_DURATION,
-	  .accepts = ACCEPT_OFF, .min = 1, .max = DURATION_MAX_MS, .fallback = "off",
-	  .off = L(idle_timeout_ms) },
-	{ .name = "teardown", .scope = SCOPE_LISTENER, .type = OPT_ENUM,
-	  .words = teardown_words, .fallback = "rst", .off = L(teardown) },
-};
-
 #define P(m) offsetof(struct leg_policy, m)
 
-/* The per-leg keys, written once: each exists as client_NAME and
- * upstream_NAME and lands in the matching struct leg_policy. */
-static const struct option leg_options[] = {
-	{ .name = "keepalive", .scope = SCOPE_LISTENER, .type = OPT_BOOL,
-	  .fallback = "on", .off = P(keepalive) },
-	{ .name = "keepalive_idle", .scope = SCOPE_LISTENER, .type = OPT_SECONDS,
-	  .min = 1, .max = 32767, .fallback = "60s", .off = P(idle_s),
-	  .sockopt = "TCP_KEEPIDLE" },
-	{ .name = "keepalive_interval", .scope = SCOPE_LISTENER, .type = OPT_SECONDS,
+/*
+ * Every key, in the order the reference and -t list them.  Leg keys are
+ * written once and exist as client_NAME and upstream_NAME.
+ */
+static const struct option options[] = {
+	{ .name = "workers", .scope = OPTION_GLOBAL, .type = &option_uint,
+	  .accepts = OPTION_AUTO, .min = 1, .max = 256, .fallback = "1",
+	  .off = G(workers), .label = "workers",
+	  .help = "Event-loop threads, or auto for one per CPU. Each worker accepts on "
+	  "its own socket of every listener (SO_REUSEPORT)." },
+	{ .name = "max_connections", .scope = OPTION_GLOBAL, .type = &option_uint,
+	  .min = 1, .max = 1000000, .fallback = "10000", .off = G(max_connections),
+	  .label = "max_connections",
+	  .help = "Client connections over all listeners; one beyond this is reset at "
+	  "once and counted in /metrics." },
+	{ .name = "log_level", .scope = OPTION_GLOBAL, .type = &option_enum,
+	  .words = log_level_words, .fallback = "info", .off = G(log_level),
+	  .label = "log_level",
+	  .help = "The least severe diagnostic written to stderr." },
+	{ .name = "access_log", .scope = OPTION_GLOBAL, .type = &option_path,
+	  .accepts = OPTION_OFF, .fallback = "-", .off = G(access_log), .label = "access_log",
+	  .help = "Where one JSON object per closed connection goes: a file (reopened on "
+	  "SIGUSR1), - for stdout, or off." },
+	{ .name = "admin_listen", .scope = OPTION_GLOBAL, .type = &option_endpoint,
+	  .accepts = OPTION_OFF, .fallback = "127.0.0.1:9901", .off = G(admin_listen),
+	  .enabled_flag = OPTION_FLAG_AT(struct config, admin_enabled), .label = "admin",
+	  .remote_note = " (remote allowed)",
+	  .help = "Address of the HTTP endpoint serving /connections, /metrics and "
+	  "/healthz, or off. It must be a loopback address unless admin_allow_remote "
+	  "is on." },
+	{ .name = "admin_allow_remote", .scope = OPTION_GLOBAL, .type = &option_bool,
+	  .fallback = "off", .off = G(admin_allow_remote),
+	  .help = "Allow a non-loopback admin_listen, which shows every client address "
+	  "to other hosts." },
+	{ .name = "shutdown_timeout", .scope = OPTION_GLOBAL, .type = &option_duration,
+	  .min = 0, .max = DURATION_MAX_MS, .fallback = "30s", .off = G(shutdown_timeout_ms),
+	  .label = "shutdown_timeout",
+	  .help = "On SIGTERM or SIGINT, how long live connections may go on before the "
+	  "rest are closed (close_reason shutdown)." },
+
+	{ .name = "listen", .scope = OPTION_LISTENER, .type = &option_endpoint,
+	  .off = L(listen),
+	  .help = "Address to accept clients on." },
+	{ .name = "upstream", .scope = OPTION_LISTENER, .type = &option_endpoint_list,
+	  .off = L(upstreams), .count_off = L(n_upstreams),
+	  .help = "Where to forward. With several, balance picks one and a failed "
+	  "connect tries the next." },
+	{ .name = "balance", .scope = OPTION_LISTENER, .type = &option_enum,
+	  .words = balance_words, .fallback = "roundrobin", .off = L(balance),
+	  .help = "roundrobin spreads connections over the upstreams; first tries them "
+	  "in the order written." },
+	{ .name = "teardown", .scope = OPTION_LISTENER, .type = &option_enum,
+	  .words = teardown_words, .fallback = "rst", .off = L(teardown), .label = "teardown",
+	  .help = "How the other leg is closed when one peer is found dead: rst at "
+	  "once, or fin after flushing what that peer is still owed." },
+	{ .name = "connect_timeout", .scope = OPTION_LISTENER, .type = &option_duration,
+	  .min = 1, .max = DURATION_MAX_MS, .fallback = "5s", .off = L(connect_timeout_ms),
+	  .label = "connect_timeout",
+	  .help = "Give up on an upstream that has not completed the TCP handshake "
+	  "within this time." },
+	{ .name = "idle_timeout", .scope = OPTION_LISTENER, .type = &option_duration,
+	  .accepts = OPTION_OFF, .min = 1, .max = DURATION_MAX_MS, .fallback = "off",
+	  .off = L(idle_timeout_ms), .label = "idle_timeout",
+	  .help = "Close a connection once both directions have been silent this long "
+	  "(close_reason idle_timeout). Off: a healthy idle connection lives on, and "
+	  "keepalive finds the dead ones." },
+
+	{ .name = "keepalive", .scope = OPTION_LEG, .type = &option_bool,
+	  .fallback = "on", .off = P(keepalive), .label = "keepalive",
+	  .help = "SO_KEEPALIVE: probe the peer on this leg when it falls silent." },
+	{ .name = "keepalive_idle", .scope = OPTION_LEG, .type = &option_seconds,
+	  .min = 1, .max = 32767, .fallback = "60s", .off = P(idle_s), .label = "idle",
+	  .sockopt = "TCP_KEEPIDLE",
+	  .help = "TCP_KEEPIDLE: silence before the first probe. Keep it below the idle "
+	  "timeout of any NAT, firewall or load balancer on the leg." },
+	{ .name = "keepalive_interval", .scope = OPTION_LEG, .type = &option_seconds,
 	  .min = 1, .max = 32767, .fallback = "10s", .off = P(interval_s),
-	  .sockopt = "TCP_KEEPINTVL" },
-	{ .name = "keepalive_count", .scope = SCOPE_LISTENER, .type = OPT_UINT,
-	  .min = 1, .max = 127, .fallback = "6", .off = P(count) },
-	{ .name = "user_timeout", .scope = SCOPE_LISTENER, .type = OPT_DURATION,
-	  .accepts = ACCEPT_AUTO | ACCEPT_OFF, .min = 1, .max = INT_MAX,
-	  .fallback = "auto", .off = P(user_timeout_ms),
-	  .auto_flag = FLAG_AT(struct leg_policy, user_timeout_auto) },
-	{ .name = "nat_timeout", .scope = SCOPE_LISTENER, .type = OPT_DURATION,
-	  .accepts = ACCEPT_OFF, .min = 1, .max = DURATION_MAX_MS, .fallback = "off",
-	  .off = P(nat_timeout_ms) },
+	  .label = "interval", .sockopt = "TCP_KEEPINTVL",
+	  .help = "TCP_KEEPINTVL: time between unanswered probes." },
+	{ .name = "keepalive_count", .scope = OPTION_LEG, .type = &option_uint,
+	  .min = 1, .max = 127, .fallback = "6", .off = P(count), .label = "count",
+	  .help = "TCP_KEEPCNT: unanswered probes before the peer is declared dead." },
+	{ .name = "user_timeout", .scope = OPTION_LEG, .type = &option_duration,
+	  .accepts = OPTION_AUTO | OPTION_OFF, .min = 1, .max = POLICY_USER_TIMEOUT_MAX_MS,
+	  .fallback = "auto", .off = P(user_timeout_ms), .label = "user_timeout",
+	  .auto_flag = OPTION_FLAG_AT(struct leg_policy, user_timeout_auto),
+	  .help = "TCP_USER_TIMEOUT: how long sent data may stay unacknowledged before "
+	  "the peer is declared dead. auto is idle + interval x count, even with "
+	  "keepalive off, so a busy leg is bounded like an idle one; off leaves it to "
+	  "the kernel (tcp_retries2, 15 minutes or more)." },
+	{ .name = "nat_timeout", .scope = OPTION_LEG, .type = &option_duration,
+	  .accepts = OPTION_OFF, .min = 1, .max = DURATION_MAX_MS, .fallback = "off",
+	  .off = P(nat_timeout_ms), .label = "nat_timeout",
+	  .help = "Idle timeout of a NAT, firewall or load balancer known to sit on "
+	  "this leg (e.g. 350s). A keepalive idle that is not below it is refused, "
+	  "since probes would come too late to keep the middlebox's state." },
 };
 
 #undef G
@@ -165,17 +154,47 @@ static const struct option leg_options[] = {
 #undef P
 
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
-#define N_LEG_OPTIONS (sizeof(leg_options) / sizeof(leg_options[0]))
 
-enum side { SIDE_CLIENT, SIDE_UPSTREAM, SIDE_NONE };
+const struct option *
+config_options(size_t *n)
+{
+	*n = N_OPTIONS;
+	return options;
+}
 
-static const struct {
-	const char *prefix;
-	size_t off;
-} sides[] = {
-	[SIDE_CLIENT] = { "client", offsetof(struct listener_config, client) },
-	[SIDE_UPSTREAM] = { "upstream", offsetof(struct listener_config, upstream) },
-};
+/* Where a side's leg policy sits in struct listener_config. */
+static size_t
+leg_offset(enum side side)
+{
+	return side == SIDE_CLIENT ? offsetof(struct listener_config, client)
+	    : offsetof(struct listener_config, upstream);
+}
+
+/* A key's option; for a leg key (client_NAME, upstream_NAME) also its side. */
+static const struct option *
+option_find(const char *key, enum side *side)
+{
+	*side = SIDE_CLIENT;
+	for (size_t i = 0; i < N_OPTIONS; i++) {
+		const struct option *o = &options[i];
+
+		if (o->scope != OPTION_LEG) {
+			if (strcmp(o->name, key) == 0)
+				return o;
+			continue;
+		}
+		for (int sd = SIDE_CLIENT; sd <= SIDE_UPSTREAM; sd++) {
+			size_t n = strlen(side_name((enum side)sd));
+
+			if (strncmp(key, side_name((enum side)sd), n) == 0 && key[n] == '_' &&
+			    strcmp(o->name, key + n + 1) == 0) {
+				*side = (enum side)sd;
+				return o;
+			}
+		}
+	}
+	return NULL;
+}
 
 /* ------------------------------------------------------------------------ */
 /* Parse state                                                               */
@@ -184,18 +203,14 @@ enum section_kind { SECTION_GLOBAL, SECTION_DEFAULTS, SECTION_LISTENER };
 
 static const char *const section_kind_names[] = { "global", "defaults", "listener" };
 
-struct entry {
-	char *key;
-	char *value;
-	unsigned line;
-};
-
+/* A section as kaproxy understands it, with the entries it accepted.  A
+ * repeated [global] or [defaults] continues the first one. */
 struct section {
 	enum section_kind kind;
-	char name[CONFIG_NAME_MAX]; /* listener name */
-	unsigned line;              /* header line; 0 when never written */
-	struct entry *entries;
-	size_t n_entries, cap_entries;
+	const char *name;                      /* listener name; "" otherwise */
+	unsigned line;                         /* header line; 0 when never written */
+	const struct inifile_entry **entries;  /* in file order */
+	size_t n_entries;
 };
 
 /* Sections 0 and 1 are always [global] and [defaults]; listeners follow. */
@@ -204,12 +219,9 @@ struct section {
 
 struct parse {
 	const char *name;           /* FILE in messages */
-	const char *pos, *end;      /* unread input */
-	unsigned line;              /* line last handed to inih */
+	struct inifile file;        /* what was read, raw */
 	struct section *sections;
-	size_t n_sections, cap_sections;
-	long current;               /* section receiving keys; -1: none */
-	bool skipping;              /* inside a rejected header: ignore its keys */
+	size_t n_sections;
 	unsigned n_errors;
 	unsigned err_line;          /* of the reported error; 0 = no line */
 	bool oom;
@@ -246,516 +258,19 @@ fail_oom(struct parse *p)
 	p->err_line = 0;
 }
 
-/* ------------------------------------------------------------------------ */
-/* Formatting helpers                                                        */
-
-/* "1h 2m 3.5s", "1m 30s", "250ms": compact, for operators. */
+/* The reader's complaints are recorded like any other error. */
 static void
-fmt_human(uint64_t ms, char *buf, size_t len)
+on_reader_fail(void *user, unsigned line, const char *message)
 {
-	uint64_t h = ms / 3600000, m = ms / 60000 % 60, s = ms / 1000 % 60;
-	unsigned frac = (unsigned)(ms % 1000);
-	size_t used = 0;
-
-	buf[0] = '\0';
-	if (ms < 1000) {
-		snprintf(buf, len, "%ums", frac);
-		return;
-	}
-	if (h)
-		used += snprintf(buf + used, len - used, "%lluh", (unsigned long long)h);
-	if (m && used < len)
-		used += snprintf(buf + used, len - used, "%s%llum", used ? " " : "",
-		    (unsigned long long)m);
-	if ((s || frac) && used < len) {
-		if (frac == 0) {
-			snprintf(buf + used, len - used, "%s%llus", used ? " " : "",
-			    (unsigned long long)s);
-		} else {
-			char digits[4];
-			int n = 3;
-
-			snprintf(digits, sizeof(digits), "%03u", frac);
-			while (n > 1 && digits[n - 1] == '0')
-				n--;
-			snprintf(buf + used, len - used, "%s%llu.%.*ss", used ? " " : "",
-			    (unsigned long long)s, n, digits);
-		}
-	}
+	fail(user, line, "%s", message);
 }
 
-/* One exact unit for range limits: "1ms", "500h", "2147483647ms". */
-static void
-fmt_exact(uint64_t ms, char *buf, size_t len)
-{
-	if (ms != 0 && ms % 3600000 == 0)
-		snprintf(buf, len, "%lluh", (unsigned long long)(ms / 3600000));
-	else if (ms != 0 && ms % 60000 == 0)
-		snprintf(buf, len, "%llum", (unsigned long long)(ms / 60000));
-	else if (ms != 0 && ms % 1000 == 0)
-		snprintf(buf, len, "%llus", (unsigned long long)(ms / 1000));
-	else if (ms != 0)
-		snprintf(buf, len, "%llums", (unsigned long long)ms);
-	else
-		snprintf(buf, len, "0");
-}
-
-/* What an option accepts, for "is not ..." messages. */
-static void
-describe_allowed(const struct option *o, char *buf, size_t len)
-{
-	const char *extra = "";
-	size_t used;
-
-	switch (o->type) {
-	case OPT_UINT:
-		snprintf(buf, len, "%llu..%llu", (unsigned long long)o->min,
-		    (unsigned long long)o->max);
-		break;
-	case OPT_DURATION:
-	case OPT_SECONDS:
-		snprintf(buf, len, "integer seconds, or a number with unit ms, s, m, h");
-		break;
-	case OPT_BOOL:
-		snprintf(buf, len, "on/off, yes/no, true/false, 1/0");
-		break;
-	case OPT_ENUM:
-		buf[0] = '\0';
-		used = 0;
-		for (size_t i = 0; o->words[i] && used < len; i++)
-			used += snprintf(buf + used, len - used, "%s%s", i ? " | " : "",
-			    o->words[i]);
-		break;
-	case OPT_ENDPOINT:
-		snprintf(buf, len, "host:port or [v6]:port");
-		break;
-	case OPT_ENDPOINT_LIST:
-		snprintf(buf, len, "host:port or [v6]:port, comma separated");
-		break;
-	case OPT_PATH:
-		snprintf(buf, len, "a file path, or - for stdout");
-		break;
-	}
-	if ((o->accepts & ACCEPT_AUTO) && (o->accepts & ACCEPT_OFF))
-		extra = "; or auto, or off";
-	else if (o->accepts & ACCEPT_AUTO)
-		extra = ", or auto";
-	else if (o->accepts & ACCEPT_OFF)
-		extra = ", or off";
-	used = strlen(buf);
-	snprintf(buf + used, len - used, "%s", extra);
-}
-
-/* The range of a numeric option, as "1..127", "1s..32767s", "1ms..500h". */
-static void
-describe_range(const struct option *o, char *buf, size_t len)
-{
-	char lo[32], hi[32];
-
-	switch (o->type) {
-	case OPT_SECONDS:
-		snprintf(buf, len, "%llus..%llus", (unsigned long long)o->min,
-		    (unsigned long long)o->max);
-		return;
-	case OPT_DURATION:
-		fmt_exact(o->min, lo, sizeof(lo));
-		fmt_exact(o->max, hi, sizeof(hi));
-		snprintf(buf, len, "%s..%s%s", lo, hi,
-		    (o->accepts & ACCEPT_OFF) ? ", or off to disable" : "");
-		return;
-	default:
-		snprintf(buf, len, "%llu..%llu%s", (unsigned long long)o->min,
-		    (unsigned long long)o->max,
-		    (o->accepts & ACCEPT_AUTO) ? ", or auto" : "");
-		return;
-	}
-}
-
-/* ------------------------------------------------------------------------ */
-/* Value parsers                                                             */
-
-enum number_status { NUM_OK, NUM_SYNTAX, NUM_RANGE, NUM_SUBMS };
-
-/* Whole decimal number, digits only (no sign, no spaces). */
-static enum number_status
-number_parse(const char *text, uint64_t *value)
-{
-	uint64_t v = 0;
-	const char *c = text;
-
-	if (!isdigit((unsigned char)*c))
-		return NUM_SYNTAX;
-	for (; isdigit((unsigned char)*c); c++) {
-		unsigned d = (unsigned)(*c - '0');
-
-		if (v > (UINT64_MAX - d) / 10) {
-			while (isdigit((unsigned char)*c))
-				c++;
-			return *c ? NUM_SYNTAX : NUM_RANGE;
-		}
-		v = v * 10 + d;
-	}
-	if (*c)
-		return NUM_SYNTAX;
-	*value = v;
-	return NUM_OK;
-}
-
-/*
- * Duration: bare integer seconds, or a number (decimals allowed) followed by
- * ms, s, m or h.  Exact integer arithmetic, no floating point: "1.001s" is
- * 1001 ms, and anything finer than a millisecond is refused, not rounded.
- */
-static enum number_status
-duration_parse(const char *text, uint64_t *ms)
-{
-	static const struct {
-		const char *name;
-		uint64_t ms;
-	} units[] = { { "ms", 1 }, { "s", 1000 }, { "m", 60000 }, { "h", 3600000 } };
-	uint64_t whole = 0, frac = 0, den = 1, unit = 0, total;
-	bool has_frac = false, overflow = false, finer = false;
-	const char *c = text;
-
-	if (!isdigit((unsigned char)*c))
-		return NUM_SYNTAX;
-	for (; isdigit((unsigned char)*c); c++) {
-		unsigned d = (unsigned)(*c - '0');
-
-		if (whole > (UINT64_MAX - d) / 10)
-			overflow = true;
-		else
-			whole = whole * 10 + d;
-	}
-	if (*c == '.') {
-		has_frac = true;
-		c++;
-		if (!isdigit((unsigned char)*c))
-			return NUM_SYNTAX;
-		/* Nine digits are plenty for ms of hours; beyond that only zeros
-		 * can still be exact. */
-		for (; isdigit((unsigned char)*c); c++) {
-			if (den < 1000000000) {
-				frac = frac * 10 + (uint64_t)(*c - '0');
-				den *= 10;
-			} else if (*c != '0') {
-				finer = true;
-			}
-		}
-	}
-	if (*c == '\0') {
-		if (has_frac)
-			return NUM_SYNTAX; /* "1.5" alone: seconds or minutes? */
-		unit = 1000;
-	} else {
-		for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
-			if (strcmp(c, units[i].name) == 0)
-				unit = units[i].ms;
-		if (unit == 0)
-			return NUM_SYNTAX;
-	}
-	if (overflow || whole > UINT64_MAX / unit)
-		return NUM_RANGE;
-	total = whole * unit;
-	/* frac < 1e9 and unit <= 3.6e6: the product fits in 64 bits. */
-	if (finer || (frac * unit) % den != 0)
-		return NUM_SUBMS;
-	if (total > UINT64_MAX - frac * unit / den)
-		return NUM_RANGE;
-	*ms = total + frac * unit / den;
-	return NUM_OK;
-}
-
-int
-config_parse_duration_ms(const char *text, uint64_t *ms)
-{
-	if (text == NULL || ms == NULL)
-		return -1;
-	return duration_parse(text, ms) == NUM_OK ? 0 : -1;
-}
-
-int
-config_parse_bool(const char *text, bool *value)
-{
-	static const char *const yes[] = { "on", "yes", "true", "1" };
-	static const char *const no[] = { "off", "no", "false", "0" };
-
-	if (text == NULL || value == NULL)
-		return -1;
-	for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
-		if (strcasecmp(text, yes[i]) == 0) {
-			*value = true;
-			return 0;
-		}
-		if (strcasecmp(text, no[i]) == 0) {
-			*value = false;
-			return 0;
-		}
-	}
-	return -1;
-}
-
-/* Host names as DNS allows them; anything else is refused before a lookup
- * can stall start-up on a typo. */
-static bool
-hostname_ok(const char *host)
-{
-	bool all_numeric = true;
-
-	for (const char *c = host; *c; c++) {
-		if (!isalnum((unsigned char)*c) && *c != '-' && *c != '.' && *c != '_')
-			return false;
-		if (!isdigit((unsigned char)*c) && *c != '.')
-			all_numeric = false;
-	}
-	/* "10.0.0.256" is a mistyped address, not a name to look up. */
-	return !all_numeric;
-}
-
-/*
- * Parse "host:port" or "[v6]:port" into ep.  Returns NULL, or why the text
- * is not an endpoint.  Numeric addresses never touch the resolver; a name is
- * resolved once, here, and its first IPv4 address is used (or its first
- * IPv6 one if it has none), since a local service behind "localhost" most
- * often listens on 127.0.0.1 only.
- */
-static const char *
-endpoint_parse(const char *text, struct endpoint *ep)
-{
-	char host[256], numeric[NI_MAXHOST];
-	struct addrinfo hints, *res = NULL, *pick;
-	const char *port_text;
-	size_t host_len;
-	bool bracketed = false;
-	uint64_t port;
-	int rc;
-	int n;
-
-	if (text[0] == '\0')
-		return "empty";
-	if (text[0] == '[') {
-		const char *close = strchr(text, ']');
-
-		if (close == NULL)
-			return "missing ']' after the IPv6 address";
-		if (close[1] == '\0')
-			return "missing :port";
-		if (close[1] != ':')
-			return "expected ':' after ']'";
-		bracketed = true;
-		host_len = (size_t)(close - text - 1);
-		text++;
-		port_text = close + 2;
-	} else {
-		const char *colon = strrchr(text, ':');
-
-		if (colon == NULL)
-			return "missing :port";
-		if (memchr(text, ':', (size_t)(colon - text)) != NULL)
-			return "an IPv6 address needs brackets, e.g. [::1]:80";
-		host_len = (size_t)(colon - text);
-		port_text = colon + 1;
-	}
-	if (host_len == 0)
-		return "missing host (0.0.0.0 means every IPv4 address)";
-	if (host_len >= sizeof(host))
-		return "host name too long";
-	memcpy(host, text, host_len);
-	host[host_len] = '\0';
-	if (*port_text == '\0')
-		return "missing port after ':'";
-	switch (number_parse(port_text, &port)) {
-	case NUM_OK:
-		if (port >= 1 && port <= 65535)
-			break;
-		/* FALLTHROUGH */
-	case NUM_RANGE:
-		return "the port is out of range (1..65535)";
-	default:
-		return "the port is not a number";
-	}
-
-	memset(ep, 0, sizeof(*ep));
-	/* inet_pton, not getaddrinfo, for IPv4: the latter also takes
-	 * inet_aton forms, where "010.0.0.1" is 8.0.0.1 and "127.1" is valid. */
-	if (!bracketed) {
-		struct sockaddr_in *sin = (struct sockaddr_in *)&ep->addr;
-
-		if (inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
-			sin->sin_family = AF_INET;
-			ep->len = sizeof(*sin);
-			goto numeric;
-		}
-		if (!hostname_ok(host))
-			return "not an IPv4 address or host name";
-	}
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = bracketed ? AI_NUMERICHOST : 0;
-	hints.ai_family = bracketed ? AF_INET6 : AF_UNSPEC;
-	rc = getaddrinfo(host, NULL, &hints, &res);
-	if (rc != 0 && bracketed)
-		return "not an IPv6 address";
-	if (rc != 0)
-		return rc == EAI_SYSTEM ? "host name lookup failed" : gai_strerror(rc);
-	pick = res;
-	for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
-		if (ai->ai_family == AF_INET) {
-			pick = ai;
-			break;
-		}
-	}
-	if (pick == NULL || pick->ai_addrlen > sizeof(ep->addr) ||
-	    (pick->ai_family != AF_INET && pick->ai_family != AF_INET6)) {
-		freeaddrinfo(res);
-		return "no usable address";
-	}
-	memcpy(&ep->addr, pick->ai_addr, pick->ai_addrlen);
-	ep->len = (socklen_t)pick->ai_addrlen;
-	freeaddrinfo(res);
-numeric:
-	if (ep->addr.ss_family == AF_INET)
-		((struct sockaddr_in *)&ep->addr)->sin_port = htons((uint16_t)port);
-	else
-		((struct sockaddr_in6 *)&ep->addr)->sin6_port = htons((uint16_t)port);
-
-	if (getnameinfo((struct sockaddr *)&ep->addr, ep->len, numeric, sizeof(numeric),
-	    NULL, 0, NI_NUMERICHOST) != 0)
-		return "address cannot be printed";
-	if (ep->addr.ss_family == AF_INET)
-		n = snprintf(ep->text, sizeof(ep->text), "%s:%u", numeric, (unsigned)port);
-	else
-		n = snprintf(ep->text, sizeof(ep->text), "[%s]:%u", numeric, (unsigned)port);
-	if (n < 0 || (size_t)n >= sizeof(ep->text))
-		return "address text too long";
-	return NULL;
-}
-
-int
-config_parse_endpoint(const char *text, struct endpoint *ep)
-{
-	struct endpoint tmp;
-
-	if (text == NULL || ep == NULL)
-		return -1;
-	if (endpoint_parse(text, &tmp) != NULL)
-		return -1;
-	*ep = tmp;
-	return 0;
-}
-
-static bool
-endpoint_is_loopback(const struct endpoint *ep)
-{
-	if (ep->addr.ss_family == AF_INET) {
-		const struct sockaddr_in *sin = (const struct sockaddr_in *)&ep->addr;
-
-		return (ntohl(sin->sin_addr.s_addr) >> 24) == 127;
-	}
-	if (ep->addr.ss_family == AF_INET6) {
-		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&ep->addr;
-
-		if (IN6_IS_ADDR_LOOPBACK(&sin6->sin6_addr))
-			return true;
-		return IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr) &&
-		    sin6->sin6_addr.s6_addr[12] == 127;
-	}
-	return false;
-}
-
-/* Same family, address and port: two sockets would share one reuseport
- * group and split connections between listeners. */
-static bool
-endpoint_same(const struct endpoint *a, const struct endpoint *b)
-{
-	if (a->addr.ss_family != b->addr.ss_family)
-		return false;
-	if (a->addr.ss_family == AF_INET) {
-		const struct sockaddr_in *x = (const struct sockaddr_in *)&a->addr;
-		const struct sockaddr_in *y = (const struct sockaddr_in *)&b->addr;
-
-		return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
-	}
-	if (a->addr.ss_family == AF_INET6) {
-		const struct sockaddr_in6 *x = (const struct sockaddr_in6 *)&a->addr;
-		const struct sockaddr_in6 *y = (const struct sockaddr_in6 *)&b->addr;
-
-		return x->sin6_port == y->sin6_port && x->sin6_scope_id == y->sin6_scope_id &&
-		    memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
-	}
-	return false;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Detection arithmetic                                                      */
-
-/*
- * Linux's tcp_keepalive_timer fires at idle, idle + intvl, idle + 2*intvl...
- * after the last received segment.  With a user timeout U it aborts at the
- * first firing at or after U that has at least one probe out (k >= 1); with
- * no user timeout, once count probes are out.
- */
-uint64_t
-policy_idle_detect_ms(const struct leg_policy *p)
-{
-	uint64_t idle, intvl, u, k;
-
-	if (p == NULL || !p->keepalive)
-		return 0;
-	idle = (uint64_t)p->idle_s * 1000;
-	intvl = (uint64_t)p->interval_s * 1000;
-	u = p->user_timeout_ms;
-	if (intvl == 0) /* never valid after config_load; avoid dividing by it */
-		return idle;
-	if (u == 0)
-		return idle + intvl * p->count;
-	k = u > idle ? (u - idle + intvl - 1) / intvl : 0;
-	if (k < 1)
-		k = 1;
-	return idle + intvl * k;
-}
-
-/* With data in flight the retransmission timer, not keepalive, runs the
- * leg, and only TCP_USER_TIMEOUT bounds it. */
-uint64_t
-policy_busy_detect_ms(const struct leg_policy *p)
-{
-	return p == NULL ? 0 : p->user_timeout_ms;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Collecting raw entries                                                    */
-
-static long
-section_add(struct parse *p, enum section_kind kind, const char *name, unsigned line)
-{
-	struct section *s;
-
-	if (p->n_sections == p->cap_sections) {
-		size_t cap = p->cap_sections ? p->cap_sections * 2 : 8;
-		struct section *grown = realloc(p->sections, cap * sizeof(*grown));
-
-		if (grown == NULL) {
-			fail_oom(p);
-			return -1;
-		}
-		p->sections = grown;
-		p->cap_sections = cap;
-	}
-	s = &p->sections[p->n_sections];
-	memset(s, 0, sizeof(*s));
-	s->kind = kind;
-	s->line = line;
-	snprintf(s->name, sizeof(s->name), "%s", name);
-	return (long)p->n_sections++;
-}
-
-static const struct entry *
+static const struct inifile_entry *
 section_find(const struct section *s, const char *key)
 {
 	for (size_t i = 0; i < s->n_entries; i++)
-		if (strcmp(s->entries[i].key, key) == 0)
-			return &s->entries[i];
+		if (strcmp(s->entries[i]->key, key) == 0)
+			return s->entries[i];
 	return NULL;
 }
 
@@ -769,28 +284,8 @@ section_label(const struct section *s, char *buf, size_t len)
 		snprintf(buf, len, "[%s]", section_kind_names[s->kind]);
 }
 
-/* Look a key up in the tables; leg keys are found by their side prefix. */
-static const struct option *
-option_find(const char *key, enum side *side)
-{
-	*side = SIDE_NONE;
-	for (size_t i = 0; i < N_OPTIONS; i++)
-		if (strcmp(options[i].name, key) == 0)
-			return &options[i];
-	for (int sd = SIDE_CLIENT; sd <= SIDE_UPSTREAM; sd++) {
-		size_t n = strlen(sides[sd].prefix);
-
-		if (strncmp(key, sides[sd].prefix, n) != 0 || key[n] != '_')
-			continue;
-		for (size_t i = 0; i < N_LEG_OPTIONS; i++) {
-			if (strcmp(leg_options[i].name, key + n + 1) == 0) {
-				*side = (enum side)sd;
-				return &leg_options[i];
-			}
-		}
-	}
-	return NULL;
-}
+/* ------------------------------------------------------------------------ */
+/* Accepting keys                                                            */
 
 /* Edit distance of two short strings, for "did you mean" hints. */
 static size_t
@@ -821,110 +316,72 @@ edit_distance(const char *a, const char *b)
 	return row[nb];
 }
 
-/* The closest key allowed in a section of this kind, if it is close. */
+/* Keep candidate in buf when it is closer to key than *best. */
 static void
-suggest_key(const char *key, enum scope scope, char *buf, size_t len)
+consider(const char *key, const char *candidate, size_t *best, char *buf, size_t len)
+{
+	size_t d = edit_distance(key, candidate);
+
+	if (d < *best) {
+		*best = d;
+		snprintf(buf, len, "%s", candidate);
+	}
+}
+
+/* The closest key allowed in a section of this kind, if it is close: the
+ * section's own keys first, then (where listener keys go) each side's. */
+static void
+suggest_key(const char *key, enum option_scope scope, char *buf, size_t len)
 {
 	char candidate[64];
 	size_t best = 3;
 
 	buf[0] = '\0';
-	for (size_t i = 0; i < N_OPTIONS; i++) {
-		size_t d;
-
-		if (options[i].scope != scope)
-			continue;
-		d = edit_distance(key, options[i].name);
-		if (d < best) {
-			best = d;
-			snprintf(buf, len, "%s", options[i].name);
-		}
-	}
-	if (scope != SCOPE_LISTENER)
+	for (size_t i = 0; i < N_OPTIONS; i++)
+		if (options[i].scope == scope)
+			consider(key, options[i].name, &best, buf, len);
+	if (scope != OPTION_LISTENER)
 		return;
 	for (int sd = SIDE_CLIENT; sd <= SIDE_UPSTREAM; sd++) {
-		for (size_t i = 0; i < N_LEG_OPTIONS; i++) {
-			size_t d;
-
-			snprintf(candidate, sizeof(candidate), "%s_%s", sides[sd].prefix,
-			    leg_options[i].name);
-			d = edit_distance(key, candidate);
-			if (d < best) {
-				best = d;
-				snprintf(buf, len, "%s", candidate);
-			}
+		for (size_t i = 0; i < N_OPTIONS; i++) {
+			if (options[i].scope != OPTION_LEG)
+				continue;
+			snprintf(candidate, sizeof(candidate), "%s_%s", side_name((enum side)sd),
+			    options[i].name);
+			consider(key, candidate, &best, buf, len);
 		}
 	}
 }
 
-/* inih handler: check the key belongs here and keep it for resolution. */
-static int
-on_key(void *user, const char *section, const char *key, const char *value)
+/* Check a key belongs in s and keep it for resolution. */
+static void
+accept_entry(struct parse *p, struct section *s, const struct inifile_entry *e)
 {
-	struct parse *p = user;
-	const struct option *o;
-	const struct entry *prev;
-	struct section *s;
-	struct entry *e;
+	const struct inifile_entry *prev;
+	enum option_scope scope = s->kind == SECTION_GLOBAL ? OPTION_GLOBAL : OPTION_LISTENER;
 	enum side side;
-	enum scope scope;
-	char label[CONFIG_NAME_MAX + 16];
+	const struct option *o = option_find(e->key, &side);
+	char label[CONFIG_NAME_MAX + 16], hint[64];
 
-	(void)section; /* sections are tracked by the reader, untruncated */
-	if (p->oom || p->skipping)
-		return 1;
-	if (p->current < 0) {
-		fail(p, p->line, "%s: key outside any section (put it under [global], "
-		    "[defaults] or [listener NAME])", key);
-		return 1;
-	}
-	s = &p->sections[p->current];
 	section_label(s, label, sizeof(label));
-	scope = s->kind == SECTION_GLOBAL ? SCOPE_GLOBAL : SCOPE_LISTENER;
-	o = option_find(key, &side);
 	if (o == NULL) {
-		char hint[64];
-
-		suggest_key(key, scope, hint, sizeof(hint));
-		fail(p, p->line, "%s: unknown key in %s%s%s%s", key, label,
+		suggest_key(e->key, scope, hint, sizeof(hint));
+		fail(p, e->line, "%s: unknown key in %s%s%s%s", e->key, label,
 		    hint[0] ? " (did you mean " : "", hint, hint[0] ? "?)" : "");
-		return 1;
-	}
-	if (o->scope != scope) {
-		fail(p, p->line, "%s: not allowed in %s (%s)", key, label,
-		    o->scope == SCOPE_GLOBAL ? "it belongs in [global]"
+	} else if ((o->scope == OPTION_GLOBAL) != (scope == OPTION_GLOBAL)) {
+		fail(p, e->line, "%s: not allowed in %s (%s)", e->key, label,
+		    o->scope == OPTION_GLOBAL ? "it belongs in [global]"
 		    : "it belongs in [defaults] or [listener NAME]");
-		return 1;
-	}
-	if ((prev = section_find(s, key)) != NULL) {
-		fail(p, p->line, "%s: duplicate key in %s (first set on line %u)", key, label,
+	} else if ((prev = section_find(s, e->key)) != NULL) {
+		fail(p, e->line, "%s: duplicate key in %s (first set on line %u)", e->key, label,
 		    prev->line);
-		return 1;
+	} else {
+		s->entries[s->n_entries++] = e;
 	}
-	if (s->n_entries == s->cap_entries) {
-		size_t cap = s->cap_entries ? s->cap_entries * 2 : 16;
-		struct entry *grown = realloc(s->entries, cap * sizeof(*grown));
-
-		if (grown == NULL)
-			goto oom;
-		s->entries = grown;
-		s->cap_entries = cap;
-	}
-	e = &s->entries[s->n_entries];
-	e->key = strdup(key);
-	e->value = strdup(value);
-	e->line = p->line;
-	if (e->key == NULL || e->value == NULL) {
-		free(e->key);
-		free(e->value);
-		goto oom;
-	}
-	s->n_entries++;
-	return 1;
-oom:
-	fail_oom(p);
-	return 1;
 }
+
+/* ------------------------------------------------------------------------ */
+/* Accepting sections                                                        */
 
 static bool
 listener_name_ok(const char *name)
@@ -938,230 +395,121 @@ listener_name_ok(const char *name)
 	return true;
 }
 
-/* A "[...]" line: make its section the one receiving keys. */
-static void
-on_section(struct parse *p, const char *line, size_t len)
+/* [global] or [defaults]: a repeated one continues the first, so duplicate
+ * keys are still caught across both. */
+static struct section *
+accept_fixed(struct parse *p, const struct inifile_section *raw)
 {
-	char inner[LINE_LIMIT], *word, *name;
-	const char *close = memchr(line, ']', len);
-	size_t n;
+	struct section *s = &p->sections[strcmp(raw->word, "global") == 0 ? SEC_GLOBAL
+	    : SEC_DEFAULTS];
 
-	p->current = -1;
-	p->skipping = true; /* until the header proves good */
-	if (close == NULL) {
-		fail(p, p->line, "section header is missing ']'");
-		return;
+	if (raw->name[0] != '\0') {
+		fail(p, raw->line, "[%s] takes no name", raw->word);
+		return NULL;
 	}
-	for (const char *c = close + 1; c < line + len; c++) {
-		if (*c == ';')
-			break;
-		if (!isspace((unsigned char)*c)) {
-			fail(p, p->line, "unexpected text after ']'");
-			return;
-		}
-	}
-	n = (size_t)(close - line - 1);
-	memcpy(inner, line + 1, n);
-	inner[n] = '\0';
-	word = inner;
-	while (isspace((unsigned char)*word))
-		word++;
-	name = word;
-	while (*name && !isspace((unsigned char)*name))
-		name++;
-	if (*name)
-		*name++ = '\0';
-	while (isspace((unsigned char)*name))
-		name++;
-	for (size_t end = strlen(name); end > 0 && isspace((unsigned char)name[end - 1]); end--)
-		name[end - 1] = '\0';
+	if (s->line == 0)
+		s->line = raw->line;
+	return s;
+}
 
-	if (strcmp(word, "global") == 0 || strcmp(word, "defaults") == 0) {
-		long idx = strcmp(word, "global") == 0 ? SEC_GLOBAL : SEC_DEFAULTS;
+static struct section *
+accept_listener(struct parse *p, const struct inifile_section *raw)
+{
+	struct section *s;
 
-		if (*name) {
-			fail(p, p->line, "[%s] takes no name", word);
-			return;
-		}
-		if (p->sections[idx].line == 0)
-			p->sections[idx].line = p->line;
-		/* A repeated [global] continues the first one; duplicate keys
-		 * are still caught across both. */
-		p->current = idx;
-		p->skipping = false;
-		return;
+	if (raw->name[0] == '\0') {
+		fail(p, raw->line, "[listener] needs a name: [listener NAME]");
+		return NULL;
 	}
-	if (strcmp(word, "listener") == 0) {
-		long idx;
+	if (!listener_name_ok(raw->name)) {
+		fail(p, raw->line, "[listener %s]: a listener name is 1..%d letters, digits, "
+		    "'-', '_' or '.'", raw->name, CONFIG_NAME_MAX - 1);
+		return NULL;
+	}
+	for (size_t i = SEC_DEFAULTS + 1; i < p->n_sections; i++) {
+		if (strcmp(p->sections[i].name, raw->name) == 0) {
+			fail(p, raw->line, "[listener %s]: duplicate listener name (first "
+			    "defined on line %u)", raw->name, p->sections[i].line);
+			return NULL;
+		}
+	}
+	s = &p->sections[p->n_sections];
+	s->entries = calloc(raw->n_entries + 1, sizeof(*s->entries));
+	if (s->entries == NULL) {
+		fail_oom(p);
+		return NULL;
+	}
+	s->kind = SECTION_LISTENER;
+	s->name = raw->name;
+	s->line = raw->line;
+	p->n_sections++;
+	return s;
+}
 
-		if (*name == '\0') {
-			fail(p, p->line, "[listener] needs a name: [listener NAME]");
-			return;
-		}
-		if (!listener_name_ok(name)) {
-			fail(p, p->line, "[listener %s]: a listener name is 1..%d letters, digits, "
-			    "'-', '_' or '.'", name, CONFIG_NAME_MAX - 1);
-			return;
-		}
-		for (size_t i = SEC_DEFAULTS + 1; i < p->n_sections; i++) {
-			if (strcmp(p->sections[i].name, name) == 0) {
-				fail(p, p->line, "[listener %s]: duplicate listener name (first "
-				    "defined on line %u)", name, p->sections[i].line);
-				return;
-			}
-		}
-		idx = section_add(p, SECTION_LISTENER, name, p->line);
-		if (idx < 0)
-			return;
-		p->current = idx;
-		p->skipping = false;
-		return;
-	}
-	fail(p, p->line, "[%s]: unknown section (allowed: [global], [defaults], "
-	    "[listener NAME])", inner);
+/* The section a header stands for; NULL when it is refused. */
+static struct section *
+accept_section(struct parse *p, const struct inifile_section *raw)
+{
+	if (strcmp(raw->word, "global") == 0 || strcmp(raw->word, "defaults") == 0)
+		return accept_fixed(p, raw);
+	if (strcmp(raw->word, "listener") == 0)
+		return accept_listener(p, raw);
+	fail(p, raw->line, "[%s]: unknown section (allowed: [global], [defaults], "
+	    "[listener NAME])", raw->text);
+	return NULL;
 }
 
 /*
- * inih reader: hand inih one line at a time, counting them, and smooth out
- * what Debian's inih would get wrong (see the notes on INI_MAX_LINE,
- * continuation lines and '#').  Lines we judge ourselves (section headers,
- * comments, errors) go to inih as empty lines so its count stays ours.
+ * Room for every section: [global] and [defaults] may gather entries from
+ * anywhere in the file, a listener only from its own header on.
  */
-static char *
-read_line(char *buf, int size, void *stream)
+static int
+sections_alloc(struct parse *p)
 {
-	struct parse *p = stream;
-	const char *start, *nl, *eq, *colon;
-	size_t len;
+	size_t n_entries = 0;
 
-	if (p->pos >= p->end)
-		return NULL;
-	start = p->pos;
-	nl = memchr(start, '\n', (size_t)(p->end - start));
-	len = (size_t)((nl ? nl : p->end) - start);
-	p->pos = nl ? nl + 1 : p->end;
-	p->line++;
-	if (len > 0 && start[len - 1] == '\r')
-		len--;
-	if (p->line == 1 && len >= 3 && memcmp(start, "\xEF\xBB\xBF", 3) == 0) {
-		start += 3;
-		len -= 3;
+	for (size_t i = 0; i < p->file.n_sections; i++)
+		n_entries += p->file.sections[i].n_entries;
+	p->sections = calloc(SEC_DEFAULTS + 1 + p->file.n_sections, sizeof(*p->sections));
+	if (p->sections == NULL)
+		return -1;
+	p->n_sections = SEC_DEFAULTS + 1;
+	p->sections[SEC_GLOBAL].kind = SECTION_GLOBAL;
+	p->sections[SEC_DEFAULTS].kind = SECTION_DEFAULTS;
+	for (size_t i = SEC_GLOBAL; i <= SEC_DEFAULTS; i++) {
+		p->sections[i].name = "";
+		p->sections[i].entries = calloc(n_entries + 1, sizeof(*p->sections[i].entries));
+		if (p->sections[i].entries == NULL)
+			return -1;
 	}
-	snprintf(buf, (size_t)size, "\n"); /* what inih gets unless the line is a key */
-	if (len >= LINE_LIMIT || (int)len + 2 > size) {
-		fail(p, p->line, "line is %zu characters long; the limit is %d", len,
-		    LINE_LIMIT - 1);
-		return buf;
-	}
-	if (memchr(start, '\0', len) != NULL) {
-		fail(p, p->line, "line contains a NUL byte");
-		return buf;
-	}
-	/* Indentation would make inih glue this line onto the previous key. */
-	while (len > 0 && isspace((unsigned char)*start)) {
-		start++;
-		len--;
-	}
-	/* inih knows only ';' for inline comments; " #" starts one too. */
-	for (size_t i = 1; i < len; i++) {
-		if (start[i] == '#' && isspace((unsigned char)start[i - 1])) {
-			len = i;
-			break;
+	return 0;
+}
+
+/* Sort what was read into kaproxy's sections, in file order, so "first
+ * set on line N" and "first defined on line N" name the earlier one. */
+static void
+accept_file(struct parse *p)
+{
+	for (size_t i = 0; i < p->file.n_sections && !p->oom; i++) {
+		const struct inifile_section *raw = &p->file.sections[i];
+		struct section *s = NULL;
+
+		if (raw->line != 0 && (s = accept_section(p, raw)) == NULL)
+			continue;
+		for (size_t j = 0; j < raw->n_entries; j++) {
+			const struct inifile_entry *e = &raw->entries[j];
+
+			if (s == NULL)
+				fail(p, e->line, "%s: key outside any section (put it under "
+				    "[global], [defaults] or [listener NAME])", e->key);
+			else
+				accept_entry(p, s, e);
 		}
 	}
-	if (len == 0 || start[0] == ';' || start[0] == '#')
-		return buf;
-	if (start[0] == '[') {
-		on_section(p, start, len);
-		return buf;
-	}
-	eq = memchr(start, '=', len);
-	colon = memchr(start, ':', len);
-	if (eq == NULL || (colon != NULL && colon < eq)) {
-		fail(p, p->line, "expected \"key = value\", \"[section]\" or a comment");
-		return buf;
-	}
-	if (eq == start) {
-		fail(p, p->line, "missing key name before '='");
-		return buf;
-	}
-	memcpy(buf, start, len);
-	buf[len] = '\n';
-	buf[len + 1] = '\0';
-	return buf;
 }
 
 /* ------------------------------------------------------------------------ */
 /* Resolution                                                                */
-
-static void
-set_flag(void *base, size_t flag, bool value)
-{
-	if (flag != 0)
-		*(bool *)((char *)base + flag - 1) = value;
-}
-
-static void
-free_endpoint_list(void *base, const struct option *o)
-{
-	struct endpoint **list = (struct endpoint **)((char *)base + o->off);
-
-	free(*list);
-	*list = NULL;
-	*(size_t *)((char *)base + o->count_off) = 0;
-}
-
-static int
-apply_endpoint_list(struct parse *p, const struct option *o, const char *key, void *base,
-    const char *value, unsigned line)
-{
-	struct endpoint *list = NULL;
-	size_t n = 1, i = 0;
-	const char *c = value;
-
-	for (const char *q = value; *q; q++)
-		n += *q == ',';
-	list = calloc(n, sizeof(*list));
-	if (list == NULL) {
-		fail_oom(p);
-		return -1;
-	}
-	for (i = 0; i < n; i++) {
-		const char *comma = strchr(c, ',');
-		size_t len = comma ? (size_t)(comma - c) : strlen(c);
-		char item[LINE_LIMIT];
-		const char *why;
-
-		while (len > 0 && isspace((unsigned char)*c)) {
-			c++;
-			len--;
-		}
-		while (len > 0 && isspace((unsigned char)c[len - 1]))
-			len--;
-		if (len == 0) {
-			fail(p, line, "%s: \"%s\" has an empty entry (host:port or [v6]:port, "
-			    "comma separated)", key, value);
-			goto err;
-		}
-		if (len >= sizeof(item))
-			len = sizeof(item) - 1;
-		memcpy(item, c, len);
-		item[len] = '\0';
-		if ((why = endpoint_parse(item, &list[i])) != NULL) {
-			fail(p, line, "%s: \"%s\" is not an endpoint: %s (host:port or "
-			    "[v6]:port, comma separated)", key, item, why);
-			goto err;
-		}
-		c = comma ? comma + 1 : c + len;
-	}
-	free_endpoint_list(base, o);
-	*(struct endpoint **)((char *)base + o->off) = list;
-	*(size_t *)((char *)base + o->count_off) = n;
-	return 0;
-err:
-	free(list);
-	return -1;
-}
 
 /*
  * Parse value as option o (named key in messages, which carries the side
@@ -1171,132 +519,26 @@ static int
 apply(struct parse *p, const struct option *o, const char *key, void *base,
     const char *value, unsigned line)
 {
-	char *field = (char *)base + o->off;
-	char allowed[128], range[128];
-	enum number_status st;
-	uint64_t v = 0;
+	char why[CONFIG_ERR_MAX];
 
-	describe_allowed(o, allowed, sizeof(allowed));
-	if (*value == '\0') {
-		fail(p, line, "%s: empty value (%s)", key, allowed);
-		return -1;
-	}
-	if (((o->accepts & ACCEPT_AUTO) && strcasecmp(value, "auto") == 0) ||
-	    ((o->accepts & ACCEPT_OFF) && strcasecmp(value, "off") == 0)) {
-		bool is_auto = strcasecmp(value, "auto") == 0;
-
-		switch (o->type) {
-		case OPT_PATH:
-			free(*(char **)field);
-			*(char **)field = NULL;
-			break;
-		case OPT_ENDPOINT:
-			memset(field, 0, sizeof(struct endpoint));
-			break;
-		default:
-			*(uint32_t *)field = 0;
-			break;
-		}
-		set_flag(base, o->auto_flag, is_auto);
-		set_flag(base, o->enabled_flag, is_auto); /* i.e. not "off" */
+	switch (option_set(o, base, value, why, sizeof(why))) {
+	case OPTION_OK:
 		return 0;
-	}
-
-	describe_range(o, range, sizeof(range));
-	switch (o->type) {
-	case OPT_UINT:
-		st = number_parse(value, &v);
-		if (st == NUM_SYNTAX) {
-			fail(p, line, "%s: \"%s\" is not a whole number (%s)", key, value, allowed);
-			return -1;
-		}
-		if (st != NUM_OK || v < o->min || v > o->max) {
-			fail(p, line, "%s: %s is out of range (%s)", key, value, range);
-			return -1;
-		}
-		*(uint32_t *)field = (uint32_t)v;
-		break;
-	case OPT_DURATION:
-	case OPT_SECONDS:
-		st = duration_parse(value, &v);
-		if (st == NUM_SYNTAX) {
-			fail(p, line, "%s: \"%s\" is not a duration (%s)", key, value, allowed);
-			return -1;
-		}
-		if (st == NUM_SUBMS) {
-			fail(p, line, "%s: %s is not a whole number of milliseconds", key, value);
-			return -1;
-		}
-		if (o->type == OPT_SECONDS && st == NUM_OK && v % 1000 != 0) {
-			fail(p, line, "%s: %s is %s; %s counts whole seconds (%s)", key, value,
-			    v < 1000 ? "sub-second" : "not a whole number of seconds",
-			    o->sockopt, range);
-			return -1;
-		}
-		if (o->type == OPT_SECONDS && st == NUM_OK)
-			v /= 1000;
-		if (st != NUM_OK || v < o->min || v > o->max) {
-			fail(p, line, "%s: %s is out of range (%s)", key, value, range);
-			return -1;
-		}
-		*(uint32_t *)field = (uint32_t)v;
-		break;
-	case OPT_BOOL: {
-		bool b;
-
-		if (config_parse_bool(value, &b) != 0) {
-			fail(p, line, "%s: \"%s\" is not a boolean (%s)", key, value, allowed);
-			return -1;
-		}
-		*(bool *)field = b;
-		break;
-	}
-	case OPT_ENUM:
-		for (int i = 0; o->words[i]; i++) {
-			if (strcasecmp(value, o->words[i]) == 0) {
-				*(int *)field = i;
-				goto stored;
-			}
-		}
-		fail(p, line, "%s: \"%s\" is not one of %s", key, value, allowed);
+	case OPTION_INVALID:
+		fail(p, line, "%s: %s", key, why);
 		return -1;
-	case OPT_ENDPOINT: {
-		struct endpoint ep;
-		const char *why = endpoint_parse(value, &ep);
-
-		if (why != NULL) {
-			fail(p, line, "%s: \"%s\" is not an endpoint: %s (%s)", key, value, why,
-			    allowed);
-			return -1;
-		}
-		memcpy(field, &ep, sizeof(ep));
+	case OPTION_NO_MEMORY:
 		break;
 	}
-	case OPT_ENDPOINT_LIST:
-		return apply_endpoint_list(p, o, key, base, value, line);
-	case OPT_PATH: {
-		char *copy = strdup(value);
-
-		if (copy == NULL) {
-			fail_oom(p);
-			return -1;
-		}
-		free(*(char **)field);
-		*(char **)field = copy;
-		break;
-	}
-	}
-stored:
-	set_flag(base, o->auto_flag, false);
-	set_flag(base, o->enabled_flag, true);
-	return 0;
+	fail_oom(p);
+	return -1;
 }
 
 /* The entry that sets key for a listener: its own, else [defaults]'. */
-static const struct entry *
+static const struct inifile_entry *
 effective_entry(const struct parse *p, const struct section *s, const char *key)
 {
-	const struct entry *e = section_find(s, key);
+	const struct inifile_entry *e = section_find(s, key);
 
 	return e ? e : section_find(&p->sections[SEC_DEFAULTS], key);
 }
@@ -1307,8 +549,8 @@ static void
 resolve_option(struct parse *p, const struct section *s, const struct option *o,
     const char *key, void *base)
 {
-	const struct entry *e = s->kind == SECTION_LISTENER ? effective_entry(p, s, key)
-	    : section_find(s, key);
+	const struct inifile_entry *e = s->kind == SECTION_LISTENER
+	    ? effective_entry(p, s, key) : section_find(s, key);
 
 	if (e != NULL) {
 		apply(p, o, key, base, e->value, e->line);
@@ -1318,7 +560,7 @@ resolve_option(struct parse *p, const struct section *s, const struct option *o,
 	} else if (s->kind == SECTION_LISTENER) {
 		char allowed[128];
 
-		describe_allowed(o, allowed, sizeof(allowed));
+		option_allowed(o, allowed, sizeof(allowed));
 		fail(p, s->line, "%s: missing in [listener %s] (%s)", key, s->name, allowed);
 	}
 }
@@ -1327,36 +569,42 @@ resolve_option(struct parse *p, const struct section *s, const struct option *o,
 static unsigned
 key_line(const struct parse *p, const struct section *s, const char *key)
 {
-	const struct entry *e = effective_entry(p, s, key);
+	const struct inifile_entry *e = effective_entry(p, s, key);
 
 	return e ? e->line : s->line;
 }
 
-/* Checks across the keys of one side of one listener. */
-static void
-check_leg(struct parse *p, const struct section *s, enum side side, struct leg_policy *leg)
+/* "auto" becomes idle + interval * count, which TCP_USER_TIMEOUT must hold. */
+static int
+resolve_auto(struct parse *p, const struct section *s, enum side side,
+    struct leg_policy *leg)
 {
-	const char *prefix = sides[side].prefix;
+	uint64_t u = policy_auto_user_timeout_ms(leg);
+	char key[64];
+
+	snprintf(key, sizeof(key), "%s_user_timeout", side_name(side));
+	if (u > POLICY_USER_TIMEOUT_MAX_MS) {
+		fail(p, key_line(p, s, key), "%s: auto would be %llums (idle + interval * "
+		    "count), above the TCP_USER_TIMEOUT limit of %dms in [listener %s]; "
+		    "set it explicitly or shorten the keepalive policy", key,
+		    (unsigned long long)u, POLICY_USER_TIMEOUT_MAX_MS, s->name);
+		return -1;
+	}
+	leg->user_timeout_ms = (uint32_t)u;
+	return 0;
+}
+
+/* A middlebox idle timeout needs probes, and the first one before it. */
+static void
+check_nat(struct parse *p, const struct section *s, enum side side,
+    const struct leg_policy *leg)
+{
+	const char *prefix = side_name(side);
 	char key[64], idle_text[32], nat_text[32];
 
-	if (leg->user_timeout_auto) {
-		uint64_t u = ((uint64_t)leg->idle_s + (uint64_t)leg->interval_s * leg->count) * 1000;
-
-		snprintf(key, sizeof(key), "%s_user_timeout", prefix);
-		if (u > INT_MAX) {
-			fail(p, key_line(p, s, key), "%s: auto would be %llums (idle + interval * "
-			    "count), above the TCP_USER_TIMEOUT limit of %dms in [listener %s]; "
-			    "set it explicitly or shorten the keepalive policy", key,
-			    (unsigned long long)u, INT_MAX, s->name);
-			return;
-		}
-		leg->user_timeout_ms = (uint32_t)u;
-	}
-	if (leg->nat_timeout_ms == 0)
-		return;
 	snprintf(key, sizeof(key), "%s_nat_timeout", prefix);
-	fmt_human(leg->nat_timeout_ms, nat_text, sizeof(nat_text));
-	fmt_human((uint64_t)leg->idle_s * 1000, idle_text, sizeof(idle_text));
+	duration_format_human(leg->nat_timeout_ms, nat_text, sizeof(nat_text));
+	duration_format_human((uint64_t)leg->idle_s * 1000, idle_text, sizeof(idle_text));
 	if (!leg->keepalive) {
 		fail(p, key_line(p, s, key), "%s: %s is set but %s_keepalive is off in "
 		    "[listener %s]; without probes the middlebox drops an idle connection's "
@@ -1379,20 +627,31 @@ resolve_listener(struct parse *p, const struct section *s, struct listener_confi
 	snprintf(lc->name, sizeof(lc->name), "%s", s->name);
 	lc->line = s->line;
 	for (size_t i = 0; i < N_OPTIONS; i++)
-		if (options[i].scope == SCOPE_LISTENER)
+		if (options[i].scope == OPTION_LISTENER)
 			resolve_option(p, s, &options[i], options[i].name, lc);
 	for (int sd = SIDE_CLIENT; sd <= SIDE_UPSTREAM; sd++) {
-		for (size_t i = 0; i < N_LEG_OPTIONS; i++) {
-			snprintf(key, sizeof(key), "%s_%s", sides[sd].prefix, leg_options[i].name);
-			resolve_option(p, s, &leg_options[i], key, (char *)lc + sides[sd].off);
+		for (size_t i = 0; i < N_OPTIONS; i++) {
+			if (options[i].scope != OPTION_LEG)
+				continue;
+			snprintf(key, sizeof(key), "%s_%s", side_name((enum side)sd),
+			    options[i].name);
+			resolve_option(p, s, &options[i], key,
+			    (char *)lc + leg_offset((enum side)sd));
 		}
 	}
 	/* Cross-key checks on a half-resolved listener would only report
 	 * consequences of the error already found. */
 	if (p->n_errors != errors_before)
 		return;
-	check_leg(p, s, SIDE_CLIENT, &lc->client);
-	check_leg(p, s, SIDE_UPSTREAM, &lc->upstream);
+	for (int sd = SIDE_CLIENT; sd <= SIDE_UPSTREAM; sd++) {
+		struct leg_policy *leg = (struct leg_policy *)((char *)lc +
+		    leg_offset((enum side)sd));
+
+		if (leg->user_timeout_auto && resolve_auto(p, s, (enum side)sd, leg) != 0)
+			continue;
+		if (leg->nat_timeout_ms != 0)
+			check_nat(p, s, (enum side)sd, leg);
+	}
 }
 
 /* [defaults] values are checked on their own too, so a bad one is reported
@@ -1405,45 +664,34 @@ check_defaults(struct parse *p)
 
 	memset(&scratch, 0, sizeof(scratch));
 	for (size_t i = 0; i < s->n_entries; i++) {
-		const struct entry *e = &s->entries[i];
+		const struct inifile_entry *e = s->entries[i];
 		enum side side;
 		const struct option *o = option_find(e->key, &side);
 		char *base = (char *)&scratch;
 
-		if (o == NULL)
-			continue;
-		if (side != SIDE_NONE)
-			base += sides[side].off;
+		if (o->scope == OPTION_LEG)
+			base += leg_offset(side);
 		apply(p, o, e->key, base, e->value, e->line);
 	}
 	free(scratch.upstreams);
 }
 
+/* Listen addresses must differ from each other and from the admin's. */
 static void
-check_global(struct parse *p, struct config *cfg)
+check_addresses(struct parse *p, const struct config *cfg, unsigned admin_line)
 {
-	const struct section *g = &p->sections[SEC_GLOBAL];
-	const struct entry *admin = section_find(g, "admin_listen");
-	unsigned admin_line = admin ? admin->line : 0;
-
-	if (cfg->admin_enabled && !cfg->admin_allow_remote &&
-	    !endpoint_is_loopback(&cfg->admin_listen)) {
-		fail(p, admin_line, "admin_listen: %s is not a loopback address; /connections "
-		    "and /metrics would be reachable from other hosts (set admin_allow_remote "
-		    "= on to allow it)", cfg->admin_listen.text);
-	}
 	for (size_t i = 0; i < cfg->n_listeners; i++) {
 		const struct listener_config *a = &cfg->listeners[i];
 
 		if (a->listen.len == 0)
 			continue;
-		if (cfg->admin_enabled && endpoint_same(&a->listen, &cfg->admin_listen))
+		if (cfg->admin_enabled && endpoint_equal(&a->listen, &cfg->admin_listen))
 			fail(p, admin_line, "admin_listen: %s is also the listen address of "
 			    "[listener %s] (line %u)", cfg->admin_listen.text, a->name, a->line);
 		for (size_t j = 0; j < i; j++) {
 			const struct listener_config *b = &cfg->listeners[j];
 
-			if (b->listen.len != 0 && endpoint_same(&a->listen, &b->listen))
+			if (b->listen.len != 0 && endpoint_equal(&a->listen, &b->listen))
 				fail(p, key_line(p, &p->sections[SEC_DEFAULTS + 1 + i], "listen"),
 				    "listen: %s is already the listen address of [listener %s] "
 				    "(line %u)", a->listen.text, b->name, b->line);
@@ -1452,16 +700,55 @@ check_global(struct parse *p, struct config *cfg)
 }
 
 static void
+check_global(struct parse *p, const struct config *cfg)
+{
+	const struct inifile_entry *admin = section_find(&p->sections[SEC_GLOBAL],
+	    "admin_listen");
+	unsigned admin_line = admin ? admin->line : 0;
+
+	if (cfg->admin_enabled && !cfg->admin_allow_remote &&
+	    !endpoint_is_loopback(&cfg->admin_listen)) {
+		fail(p, admin_line, "admin_listen: %s is not a loopback address; /connections "
+		    "and /metrics would be reachable from other hosts (set admin_allow_remote "
+		    "= on to allow it)", cfg->admin_listen.text);
+	}
+	check_addresses(p, cfg, admin_line);
+}
+
+/* Resolve everything into cfg; errors are left in p. */
+static void
+resolve(struct parse *p, struct config *cfg)
+{
+	size_t n_listeners = p->n_sections - (SEC_DEFAULTS + 1);
+
+	for (size_t i = 0; i < N_OPTIONS; i++)
+		if (options[i].scope == OPTION_GLOBAL)
+			resolve_option(p, &p->sections[SEC_GLOBAL], &options[i], options[i].name,
+			    cfg);
+	check_defaults(p);
+	if (n_listeners == 0) {
+		fail(p, p->file.lines ? p->file.lines : 1, "no [listener NAME] section; at "
+		    "least one is needed");
+	} else if ((cfg->listeners = calloc(n_listeners, sizeof(*cfg->listeners))) == NULL) {
+		fail_oom(p);
+		return;
+	}
+	cfg->n_listeners = cfg->listeners ? n_listeners : 0;
+	for (size_t i = 0; i < cfg->n_listeners; i++)
+		resolve_listener(p, &p->sections[SEC_DEFAULTS + 1 + i], &cfg->listeners[i]);
+	check_global(p, cfg);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Loading                                                                   */
+
+static void
 parse_free(struct parse *p)
 {
-	for (size_t i = 0; i < p->n_sections; i++) {
-		for (size_t j = 0; j < p->sections[i].n_entries; j++) {
-			free(p->sections[i].entries[j].key);
-			free(p->sections[i].entries[j].value);
-		}
+	for (size_t i = 0; p->sections != NULL && i < p->n_sections; i++)
 		free(p->sections[i].entries);
-	}
 	free(p->sections);
+	inifile_free(&p->file);
 }
 
 void
@@ -1470,9 +757,13 @@ config_free(struct config *cfg)
 	if (cfg == NULL)
 		return;
 	for (size_t i = 0; i < cfg->n_listeners; i++)
-		free(cfg->listeners[i].upstreams);
+		for (size_t j = 0; j < N_OPTIONS; j++)
+			if (options[j].scope == OPTION_LISTENER)
+				option_clear(&options[j], &cfg->listeners[i]);
+	for (size_t j = 0; j < N_OPTIONS; j++)
+		if (options[j].scope == OPTION_GLOBAL)
+			option_clear(&options[j], cfg);
 	free(cfg->listeners);
-	free(cfg->access_log);
 	free(cfg->path);
 	free(cfg);
 }
@@ -1484,53 +775,19 @@ load_text(const char *text, size_t len, const char *name, struct config **out, c
 {
 	struct parse p;
 	struct config *cfg = NULL;
-	size_t n_listeners;
-	int rc;
 
 	memset(&p, 0, sizeof(p));
 	p.name = name;
-	p.pos = text;
-	p.end = text + len;
-	p.current = -1;
-	if (section_add(&p, SECTION_GLOBAL, "", 0) < 0 ||
-	    section_add(&p, SECTION_DEFAULTS, "", 0) < 0)
-		goto err;
-
-	rc = ini_parse_stream(read_line, &p, on_key, &p);
-	if (rc == -2)
+	if (inifile_read(text, len, &p.file, on_reader_fail, &p) != 0 ||
+	    sections_alloc(&p) != 0 || (cfg = calloc(1, sizeof(*cfg))) == NULL ||
+	    (cfg->path = strdup(name)) == NULL)
 		fail_oom(&p);
-	else if (rc > 0)
-		/* Everything inih could object to is screened in read_line;
-		 * keep a message for whatever slips through. */
-		fail(&p, (unsigned)rc, "syntax error");
-	if (p.oom)
-		goto err;
-
-	if ((cfg = calloc(1, sizeof(*cfg))) == NULL || (cfg->path = strdup(name)) == NULL) {
-		fail_oom(&p);
-		goto err;
-	}
-	for (size_t i = 0; i < N_OPTIONS; i++)
-		if (options[i].scope == SCOPE_GLOBAL)
-			resolve_option(&p, &p.sections[SEC_GLOBAL], &options[i], options[i].name,
-			    cfg);
-	check_defaults(&p);
-
-	n_listeners = p.n_sections - (SEC_DEFAULTS + 1);
-	if (n_listeners == 0) {
-		fail(&p, p.line ? p.line : 1, "no [listener NAME] section; at least one is "
-		    "needed");
-	} else if ((cfg->listeners = calloc(n_listeners, sizeof(*cfg->listeners))) == NULL) {
-		fail_oom(&p);
-		goto err;
-	}
-	cfg->n_listeners = cfg->listeners ? n_listeners : 0;
-	for (size_t i = 0; i < cfg->n_listeners; i++)
-		resolve_listener(&p, &p.sections[SEC_DEFAULTS + 1 + i], &cfg->listeners[i]);
-	check_global(&p, cfg);
+	if (!p.oom)
+		accept_file(&p);
+	if (!p.oom)
+		resolve(&p, cfg);
 	if (p.n_errors != 0)
 		goto err;
-
 	parse_free(&p);
 	*out = cfg;
 	return 0;
@@ -1567,7 +824,7 @@ config_load(const char *path, struct config **out, char *err, size_t errlen)
 	char *text = NULL;
 	size_t len = 0;
 	const char *why = NULL;
-	int saved, rc;
+	int rc;
 
 	if (path == NULL || out == NULL) {
 		if (err != NULL && errlen > 0)
@@ -1590,8 +847,7 @@ config_load(const char *path, struct config **out, char *err, size_t errlen)
 	free(text);
 	return rc;
 sys_err:
-	saved = errno;
-	why = strerror(saved);
+	why = strerror(errno);
 err:
 	if (err != NULL && errlen > 0)
 		snprintf(err, errlen, "%s: cannot read: %s", path, why);
@@ -1604,76 +860,60 @@ err:
 /* ------------------------------------------------------------------------ */
 /* The -t report                                                             */
 
+/* "label value, label value\n": the labelled options of a scope, in table
+ * order, as -t lists them. */
 static void
-print_leg(FILE *out, const char *side, const struct leg_policy *leg)
+print_labelled(FILE *out, enum option_scope scope, const void *base)
 {
-	char idle[32], intvl[32], ut[32], nat[32], when_idle[64], when_busy[80];
-	uint64_t d;
+	const char *sep = "";
+	char value[ENDPOINT_TEXT_MAX + 256];
 
-	fmt_human((uint64_t)leg->idle_s * 1000, idle, sizeof(idle));
-	fmt_human((uint64_t)leg->interval_s * 1000, intvl, sizeof(intvl));
-	if (leg->user_timeout_ms)
-		fmt_human(leg->user_timeout_ms, ut, sizeof(ut));
-	else
-		snprintf(ut, sizeof(ut), "off");
-	if (leg->nat_timeout_ms)
-		fmt_human(leg->nat_timeout_ms, nat, sizeof(nat));
-	else
-		snprintf(nat, sizeof(nat), "off");
-	if ((d = policy_idle_detect_ms(leg)) != 0)
-		fmt_human(d, when_idle, sizeof(when_idle));
-	else
-		snprintf(when_idle, sizeof(when_idle), "never (keepalive off)");
-	if ((d = policy_busy_detect_ms(leg)) != 0)
-		fmt_human(d, when_busy, sizeof(when_busy));
-	else
-		snprintf(when_busy, sizeof(when_busy),
-		    "kernel retransmission limit (tcp_retries2, ~15 min+)");
+	for (size_t i = 0; i < N_OPTIONS; i++) {
+		if (options[i].scope != scope || options[i].label == NULL)
+			continue;
+		option_format(&options[i], base, value, sizeof(value));
+		fprintf(out, "%s%s %s", sep, options[i].label, value);
+		sep = ", ";
+	}
+	fputc('\n', out);
+}
 
-	fprintf(out, "  %-9s keepalive %s, idle %s, interval %s, count %u, user_timeout %s%s, "
-	    "nat_timeout %s\n", side, leg->keepalive ? "on" : "off", idle, intvl, leg->count,
-	    ut, leg->user_timeout_auto ? " (auto)" : "", nat);
-	fprintf(out, "  %-9s worst-case dead-peer detection: when idle %s; with data in flight %s\n", "",
-	    when_idle, when_busy);
+/* One unlabelled value, as the listener's heading line shows it. */
+static const char *
+value_text(const char *key, const void *base, char *buf, size_t len)
+{
+	enum side side;
+
+	option_format(option_find(key, &side), base, buf, len);
+	return buf;
 }
 
 void
 config_print_check(const struct config *cfg, FILE *out)
 {
-	char workers[16], shutdown[32], connect[32], idle[32];
+	char listen[ENDPOINT_TEXT_MAX], upstreams[4096], balance[32];
 
 	if (cfg == NULL || out == NULL)
 		return;
-	if (cfg->workers)
-		snprintf(workers, sizeof(workers), "%u", cfg->workers);
-	else
-		snprintf(workers, sizeof(workers), "auto");
-	fmt_human(cfg->shutdown_timeout_ms, shutdown, sizeof(shutdown));
 	fprintf(out, "%s: ok, %zu listener(s)\n", cfg->path, cfg->n_listeners);
-	fprintf(out, "global: workers %s, max_connections %u, log_level %s, access_log %s, "
-	    "admin %s%s, shutdown_timeout %s\n", workers, cfg->max_connections,
-	    log_level_words[cfg->log_level],
-	    cfg->access_log == NULL ? "off"
-	    : strcmp(cfg->access_log, "-") == 0 ? "stdout" : cfg->access_log,
-	    cfg->admin_enabled ? cfg->admin_listen.text : "off",
-	    cfg->admin_enabled && !endpoint_is_loopback(&cfg->admin_listen)
-	    ? " (remote allowed)" : "", shutdown);
-
+	fprintf(out, "global: ");
+	print_labelled(out, OPTION_GLOBAL, cfg);
 	for (size_t i = 0; i < cfg->n_listeners; i++) {
 		const struct listener_config *lc = &cfg->listeners[i];
 
-		fprintf(out, "\n[listener %s] %s ->", lc->name, lc->listen.text);
-		for (size_t j = 0; j < lc->n_upstreams; j++)
-			fprintf(out, "%s %s", j ? "," : "", lc->upstreams[j].text);
-		fprintf(out, " (%s)\n", balance_words[lc->balance]);
-		fmt_human(lc->connect_timeout_ms, connect, sizeof(connect));
-		if (lc->idle_timeout_ms)
-			fmt_human(lc->idle_timeout_ms, idle, sizeof(idle));
-		else
-			snprintf(idle, sizeof(idle), "off");
-		fprintf(out, "  teardown %s, connect_timeout %s, idle_timeout %s\n",
-		    teardown_words[lc->teardown], connect, idle);
-		print_leg(out, "client", &lc->client);
-		print_leg(out, "upstream", &lc->upstream);
+		fprintf(out, "\n[listener %s] %s -> %s (%s)\n", lc->name,
+		    value_text("listen", lc, listen, sizeof(listen)),
+		    value_text("upstream", lc, upstreams, sizeof(upstreams)),
+		    value_text("balance", lc, balance, sizeof(balance)));
+		fprintf(out, "  ");
+		print_labelled(out, OPTION_LISTENER, lc);
+		for (int sd = SIDE_CLIENT; sd <= SIDE_UPSTREAM; sd++) {
+			const struct leg_policy *leg = (const struct leg_policy *)((const char *)lc +
+			    leg_offset((enum side)sd));
+
+			fprintf(out, "  %-9s ", side_name((enum side)sd));
+			print_labelled(out, OPTION_LEG, leg);
+			policy_print_detection(leg, out);
+		}
 	}
 }

@@ -20,6 +20,7 @@
 #include <event2/event_struct.h>
 #include <event2/listener.h>
 
+#include "kaproxy/endpoint.h"
 #include "kaproxy/listener.h"
 #include "kaproxy/log.h"
 #include "kaproxy/sockopt.h"
@@ -212,8 +213,7 @@ find_by_address(struct listener_set *ls, const struct endpoint *ep)
 	struct proxy_listener *pl;
 
 	LIST_FOREACH(pl, &ls->live, entry)
-		if (pl->cfg->listen.len == ep->len &&
-		    memcmp(&pl->cfg->listen.addr, &ep->addr, ep->len) == 0)
+		if (endpoint_equal(&pl->cfg->listen, ep))
 			return pl;
 	return NULL;
 }

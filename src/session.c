@@ -686,7 +686,7 @@ session_render_json(struct session *s, char *buf, size_t size)
 		[STATE_LINGER] = "closing",
 	};
 	struct tcp_snapshot client_tcp, upstream_tcp;
-	char addr[INET6_ADDRSTRLEN + 16];
+	char addr[ENDPOINT_TEXT_MAX];
 	size_t len = 0;
 	int have_client = sockopt_tcp_snapshot(s->client.pump.fd, &client_tcp) == 0;
 	int have_upstream = sockopt_tcp_snapshot(s->upstream.pump.fd, &upstream_tcp) == 0;
@@ -694,12 +694,13 @@ session_render_json(struct session *s, char *buf, size_t size)
 	_Static_assert(sizeof(states) / sizeof(states[0]) == STATE_LINGER + 1,
 	    "one name per session state");
 	buf[0] = '\0';
+	endpoint_format((const struct sockaddr *)&s->client_addr, addr, sizeof(addr));
 	json_append(buf, size, &len, "{\"id\":%llu,\"worker\":%u,\"listener\":\"",
 	    (unsigned long long)s->id, s->origin->worker_index);
 	json_escape(buf, size, &len, s->origin->cfg->name);
 	json_append(buf, size, &len, "\",\"state\":\"%s\",\"age_ms\":%llu,\"client\":\"%s\",\"upstream\":\"",
 	    states[s->state], (unsigned long long)(now_ms() - s->start_ms),
-	    sockaddr_text((const struct sockaddr *)&s->client_addr, addr, sizeof(addr)));
+	    addr);
 	json_escape(buf, size, &len, current_upstream(s)->text);
 	json_append(buf, size, &len,
 	    "\",\"bytes_from_client\":%llu,\"bytes_to_client\":%llu,\"idle_ms\":%llu",

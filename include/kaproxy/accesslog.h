@@ -76,7 +76,4 @@ void json_append(char *buf, size_t size, size_t *len, const char *fmt, ...)
 void json_tcp_snapshot(char *buf, size_t size, size_t *len, const char *key,
     const struct tcp_snapshot *t);
 
-/* Format an address as "1.2.3.4:5" or "[v6]:5" into buf; returns buf. */
-char *sockaddr_text(const struct sockaddr *sa, char *buf, size_t size);
-
 #endif

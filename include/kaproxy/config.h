@@ -13,33 +13,16 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <sys/socket.h>
+
+#include "kaproxy/endpoint.h"
+#include "kaproxy/policy.h"
 
 #define CONFIG_NAME_MAX 64   /* listener name, bytes including NUL */
-#define CONFIG_ADDR_TEXT 64  /* "[v6]:port" text, bytes including NUL */
 #define CONFIG_ERR_MAX 512   /* "FILE:LINE: message", bytes including NUL */
 
 enum balance { BALANCE_ROUNDROBIN, BALANCE_FIRST };
 enum teardown { TEARDOWN_RST, TEARDOWN_FIN };
 enum log_level { LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG };
-
-/* A resolved socket address and the text it was written as (normalised). */
-struct endpoint {
-	struct sockaddr_storage addr;
-	socklen_t len;
-	char text[CONFIG_ADDR_TEXT];
-};
-
-/* The TCP liveness policy of one leg (client or upstream side). */
-struct leg_policy {
-	bool keepalive;           /* SO_KEEPALIVE */
-	uint32_t idle_s;          /* TCP_KEEPIDLE, 1..32767 */
-	uint32_t interval_s;      /* TCP_KEEPINTVL, 1..32767 */
-	uint32_t count;           /* TCP_KEEPCNT, 1..127 */
-	bool user_timeout_auto;   /* written as "auto" (for -t output only) */
-	uint32_t user_timeout_ms; /* TCP_USER_TIMEOUT resolved; 0 = off */
-	uint32_t nat_timeout_ms;  /* middlebox idle timeout on this leg; 0 = off */
-};
 
 struct listener_config {
 	char name[CONFIG_NAME_MAX];
@@ -89,18 +72,12 @@ void config_free(struct config *cfg);
  */
 void config_print_check(const struct config *cfg, FILE *out);
 
-/* Value parsers, exported for the unit tests.  Each returns 0 or -1. */
-int config_parse_duration_ms(const char *text, uint64_t *ms);
-int config_parse_bool(const char *text, bool *value);
-int config_parse_endpoint(const char *text, struct endpoint *ep);
+struct option;
 
 /*
- * Worst-case time from a peer's last segment to the leg being declared dead,
- * in ms, as the Linux keepalive timer decides it: on an idle leg (0 when
- * keepalive is off: never detected) and with data in flight (0 when no user
- * timeout is set: left to tcp_retries2, many minutes).
+ * The option table: every key with its type, range, default and help, in
+ * the order the reference lists them.  Sets *n to the number of rows.
  */
-uint64_t policy_idle_detect_ms(const struct leg_policy *p);
-uint64_t policy_busy_detect_ms(const struct leg_policy *p);
+const struct option *config_options(size_t *n);
 
 #endif

@@ -24,6 +24,7 @@
 #include <event2/thread.h>
 
 #include "kaproxy/admin.h"
+#include "kaproxy/endpoint.h"
 #include "kaproxy/log.h"
 #include "kaproxy/worker.h"
 
@@ -111,7 +112,7 @@ start_admin(struct fixture *f)
 	assert_int_equal(getsockname(probe, (struct sockaddr *)&sin, &len), 0);
 	close(probe);
 	snprintf(text, sizeof(text), "127.0.0.1:%u", ntohs(sin.sin_port));
-	assert_int_equal(config_parse_endpoint(text, &f->ep), 0);
+	assert_int_equal(endpoint_parse(text, &f->ep), 0);
 	f->admin = admin_start(f->workers, 2, &f->ep, &f->proc, &f->shared.draining);
 	assert_non_null(f->admin);
 }

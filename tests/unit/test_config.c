@@ -22,6 +22,10 @@
 #include <cmocka.h>
 
 #include "kaproxy/config.h"
+#include "kaproxy/duration.h"
+#include "kaproxy/endpoint.h"
+#include "kaproxy/option.h"
+#include "kaproxy/policy.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -88,14 +92,14 @@ test_durations(void **state)
 	(void)state;
 	for (size_t i = 0; i < ARRAY_LEN(good); i++) {
 		ms = 12345;
-		if (config_parse_duration_ms(good[i].text, &ms) != 0)
+		if (duration_parse(good[i].text, &ms) != 0)
 			fail_msg("\"%s\" rejected", good[i].text);
 		if (ms != good[i].ms)
 			fail_msg("\"%s\" gave %llu", good[i].text, (unsigned long long)ms);
 	}
 	for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
 		ms = 12345;
-		if (config_parse_duration_ms(bad[i], &ms) != -1)
+		if (duration_parse(bad[i], &ms) != -1)
 			fail_msg("\"%s\" accepted as %llu", bad[i], (unsigned long long)ms);
 		assert_int_equal(ms, 12345);
 	}
@@ -118,11 +122,11 @@ test_booleans(void **state)
 	(void)state;
 	for (size_t i = 0; i < ARRAY_LEN(good); i++) {
 		b = !good[i].value;
-		if (config_parse_bool(good[i].text, &b) != 0 || b != good[i].value)
+		if (option_parse_bool(good[i].text, &b) != 0 || b != good[i].value)
 			fail_msg("\"%s\" misparsed", good[i].text);
 	}
 	for (size_t i = 0; i < ARRAY_LEN(bad); i++)
-		if (config_parse_bool(bad[i], &b) != -1)
+		if (option_parse_bool(bad[i], &b) != -1)
 			fail_msg("\"%s\" accepted", bad[i]);
 }
 
@@ -154,7 +158,7 @@ test_endpoints(void **state)
 	(void)state;
 	for (size_t i = 0; i < ARRAY_LEN(good); i++) {
 		memset(&ep, 0, sizeof(ep));
-		if (config_parse_endpoint(good[i].text, &ep) != 0)
+		if (endpoint_parse(good[i].text, &ep) != 0)
 			fail_msg("\"%s\" rejected", good[i].text);
 		assert_string_equal(ep.text, good[i].norm);
 		assert_int_equal(ep.addr.ss_family, good[i].family);
@@ -170,7 +174,7 @@ test_endpoints(void **state)
 	}
 	for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
 		memset(&ep, 0, sizeof(ep));
-		if (config_parse_endpoint(bad[i], &ep) != -1)
+		if (endpoint_parse(bad[i], &ep) != -1)
 			fail_msg("\"%s\" accepted as %s", bad[i], ep.text);
 	}
 }
@@ -182,7 +186,7 @@ test_endpoint_hostname(void **state)
 	struct endpoint ep;
 
 	(void)state;
-	assert_int_equal(config_parse_endpoint("localhost:2000", &ep), 0);
+	assert_int_equal(endpoint_parse("localhost:2000", &ep), 0);
 	if (ep.addr.ss_family == AF_INET) {
 		assert_string_equal(ep.text, "127.0.0.1:2000");
 		assert_int_equal(ntohs(((struct sockaddr_in *)&ep.addr)->sin_port), 2000);
@@ -827,7 +831,7 @@ test_free_null_and_bad_args(void **state)
 	assert_int_equal(config_load_string(NULL, "x", &cfg, err, sizeof(err)), -1);
 	assert_int_equal(config_load_string("", "x", NULL, err, sizeof(err)), -1);
 	assert_int_equal(config_load_string("", "x", &cfg, NULL, 0), -1);
-	assert_int_equal(config_parse_duration_ms(NULL, &ms), -1);
+	assert_int_equal(duration_parse(NULL, &ms), -1);
 	assert_int_equal(policy_idle_detect_ms(NULL), 0);
 	assert_null(cfg);
 }
