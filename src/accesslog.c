@@ -16,6 +16,7 @@
 
 #include "kaproxy/accesslog.h"
 #include "kaproxy/endpoint.h"
+#include "kaproxy/json.h"
 #include "kaproxy/log.h"
 
 /*
@@ -172,61 +173,6 @@ accesslog_write(const struct access_record *rec)
 	if (!atomic_exchange_explicit(&log_failing, true, memory_order_relaxed))
 		log_warn("access_log: write of %zu bytes %s; lines are lost until it works again",
 		    len, n >= 0 ? "cut short" : "failed");
-}
-
-void
-json_append(char *buf, size_t size, size_t *len, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	if (*len >= size)
-		return;
-	va_start(ap, fmt);
-	n = vsnprintf(buf + *len, size - *len, fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		return;
-	*len += (size_t)n < size - *len ? (size_t)n : size - *len - 1;
-}
-
-void
-json_escape(char *buf, size_t size, size_t *len, const char *s)
-{
-	static const char hex[] = "0123456789abcdef";
-	const unsigned char *p;
-
-	for (p = (const unsigned char *)s; *p != '\0'; p++) {
-		if (*len + 7 > size)
-			return;
-		if (*p == '"' || *p == '\\') {
-			buf[(*len)++] = '\\';
-			buf[(*len)++] = (char)*p;
-		} else if (*p < 0x20 || *p == 0x7f) {
-			buf[(*len)++] = '\\';
-			buf[(*len)++] = 'u';
-			buf[(*len)++] = '0';
-			buf[(*len)++] = '0';
-			buf[(*len)++] = hex[*p >> 4];
-			buf[(*len)++] = hex[*p & 0xf];
-		} else {
-			buf[(*len)++] = (char)*p;
-		}
-	}
-	buf[*len] = '\0';
-}
-
-void
-json_tcp_snapshot(char *buf, size_t size, size_t *len, const char *key, const struct tcp_snapshot *t)
-{
-	if (t == NULL)
-		return;
-	json_append(buf, size, len,
-	    ",\"%s\":{\"state\":\"%s\",\"rtt_us\":%" PRIu32 ",\"rttvar_us\":%" PRIu32
-	    ",\"retrans\":%" PRIu32 ",\"probes\":%u,\"unacked\":%" PRIu32
-	    ",\"last_data_recv_ms\":%" PRIu32 ",\"last_ack_recv_ms\":%" PRIu32 "}",
-	    key, sockopt_state_name(t->state), t->rtt_us, t->rttvar_us, t->total_retrans,
-	    (unsigned)t->probes, t->unacked, t->last_data_recv_ms, t->last_ack_recv_ms);
 }
 
 size_t

@@ -41,6 +41,7 @@
 static const char *const log_level_words[] = { "error", "warn", "info", "debug", NULL };
 static const char *const balance_words[] = { "roundrobin", "first", NULL };
 static const char *const teardown_words[] = { "rst", "fin", NULL };
+_Static_assert(TEARDOWN_RST == 0 && TEARDOWN_FIN == 1, "teardown_words is indexed by the enum");
 
 _Static_assert(sizeof(enum log_level) == sizeof(int), "enums are stored as int");
 _Static_assert(sizeof(enum balance) == sizeof(int), "enums are stored as int");

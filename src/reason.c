@@ -31,12 +31,12 @@ reason_name(enum close_reason reason)
 }
 
 const char *
-teardown_name(enum teardown_action action)
+teardown_name(enum teardown teardown)
 {
-	switch (action) {
-	case TEARDOWN_DONE_RST:
+	switch (teardown) {
+	case TEARDOWN_RST:
 		return "rst";
-	case TEARDOWN_DONE_FIN:
+	case TEARDOWN_FIN:
 		return "fin";
 	default:
 		return "none";

@@ -27,6 +27,7 @@
 #include <event2/event_struct.h>
 
 #include "kaproxy/accesslog.h"
+#include "kaproxy/json.h"
 #include "kaproxy/log.h"
 #include "kaproxy/pump.h"
 #include "kaproxy/session.h"
@@ -487,10 +488,37 @@ detect_ms(const struct tcp_snapshot *snap)
 	    snap->last_ack_recv_ms : snap->last_data_recv_ms;
 }
 
+/* What the close of a session learned from the kernel, for its log line. */
+struct close_facts {
+	struct tcp_snapshot tcp[2];   /* by enum side */
+	bool have[2];
+	int64_t detect_ms;            /* -1 unless a *_timeout could be timed */
+};
+
+/*
+ * Read TCP_INFO where it is needed (a syscall per leg): for the log line, or
+ * to time a death; observe the detection time of a timeout.
+ */
 static void
-session_log(struct session *s, enum teardown_action teardown, int have_client,
-    const struct tcp_snapshot *client_tcp, int have_upstream,
-    const struct tcp_snapshot *upstream_tcp, int64_t detect)
+close_facts(struct session *s, enum close_reason reason, const struct leg *dead, bool logging,
+    struct close_facts *f)
+{
+	const struct leg *legs[2] = { &s->client, &s->upstream };
+	int side;
+
+	f->detect_ms = -1;
+	for (side = SIDE_CLIENT; side <= SIDE_UPSTREAM; side++)
+		f->have[side] = (logging || (dead == legs[side] && reason_is_timeout(reason))) &&
+		    sockopt_tcp_snapshot(legs[side]->pump.fd, &f->tcp[side]) == 0;
+	if (dead == NULL || !reason_is_timeout(reason) || !f->have[dead->side])
+		return;
+	f->detect_ms = detect_ms(&f->tcp[dead->side]);
+	stats_observe(&s->origin->stats->detect_seconds[dead->side], stats_detect_bounds,
+	    STATS_DETECT_BUCKETS, (double)f->detect_ms / 1000.0);
+}
+
+static void
+session_log(struct session *s, enum teardown teardown, const struct close_facts *f)
 {
 	const struct listener_config *lc = s->origin->cfg;
 	struct access_record rec = {
@@ -505,12 +533,71 @@ session_log(struct session *s, enum teardown_action teardown, int have_client,
 		.reason = (enum close_reason)s->reason,
 		.teardown = teardown,
 		.err = s->err,
-		.detect_ms = detect,
-		.client_tcp = have_client ? client_tcp : NULL,
-		.upstream_tcp = have_upstream ? upstream_tcp : NULL,
+		.detect_ms = f->detect_ms,
+		.client_tcp = f->have[SIDE_CLIENT] ? &f->tcp[SIDE_CLIENT] : NULL,
+		.upstream_tcp = f->have[SIDE_UPSTREAM] ? &f->tcp[SIDE_UPSTREAM] : NULL,
 	};
 
 	accesslog_write(&rec);
+}
+
+/*
+ * Close the legs as reason and the listener's teardown setting say, and
+ * return what was done to the live peer.  A live leg left open is the one a
+ * teardown = fin still has to flush and close (see linger_start).
+ */
+static enum teardown
+teardown_legs(struct session *s, enum close_reason reason, struct leg *dead)
+{
+	bool fin = s->origin->cfg->teardown == TEARDOWN_FIN;
+	struct leg *live;
+
+	if (dead != NULL) {
+		/* The dead peer's kernel state is gone or already reset by ours. */
+		leg_close(dead, false);
+		live = leg_peer(dead);
+		if (live->pump.fd < 0)
+			return TEARDOWN_NONE;
+		if (!fin)
+			leg_close(live, true);
+		return fin ? TEARDOWN_FIN : TEARDOWN_RST;
+	}
+	if (reason == REASON_CONNECT_FAILED || reason == REASON_CONNECT_TIMEOUT) {
+		leg_close(&s->upstream, false);
+		leg_close(&s->client, true);
+		return TEARDOWN_RST;
+	}
+	if (reason == REASON_CLIENT_FIN || reason == REASON_UPSTREAM_FIN) {
+		leg_close(&s->client, false);
+		leg_close(&s->upstream, false);
+		return TEARDOWN_NONE;
+	}
+	/* idle_timeout, shutdown: both peers alive, both told the same way. */
+	leg_close(&s->client, !fin);
+	leg_close(&s->upstream, !fin);
+	return fin ? TEARDOWN_FIN : TEARDOWN_RST;
+}
+
+/*
+ * teardown = fin with a live peer: deliver what it is owed, FIN, and wait
+ * (FIN_LINGER_MS at most) for its close.  Returns false when the linger could
+ * not be armed: the caller frees the session at once.
+ */
+static bool
+linger_start(struct session *s, struct leg *live)
+{
+	struct timeval linger = ms_to_tv(FIN_LINGER_MS);
+
+	s->state = STATE_LINGER;
+	pump_end_release(s->origin->pool, &live->pump);    /* owed to the dead peer: dropped */
+	event_del(&live->ev);
+	event_assign(&live->ev, s->origin->base, live->pump.fd,
+	    EV_READ | EV_WRITE | EV_ET | EV_PERSIST, leg_event, live);
+	if (event_add(&live->ev, &linger) == 0)
+		return true;
+	/* Unwatched, the linger would never end: close the live leg now. */
+	log_warn("session %llu: linger event", (unsigned long long)s->id);
+	return false;
 }
 
 /*
@@ -521,82 +608,28 @@ session_log(struct session *s, enum teardown_action teardown, int have_client,
 static void
 session_close(struct session *s, enum close_reason reason, struct leg *dead, int err)
 {
-	struct listener_stats *st = s->origin->stats;
-	struct tcp_snapshot client_tcp, upstream_tcp;
-	int have_client, have_upstream, logging;
-	enum teardown_action teardown = TEARDOWN_DONE_NONE;
-	int fin_mode = s->origin->cfg->teardown == TEARDOWN_FIN;
-	struct leg *live = NULL;
-	int64_t detect = -1;
-	struct timeval linger = ms_to_tv(FIN_LINGER_MS);
+	bool logging = accesslog_enabled();
+	struct close_facts facts;
+	enum teardown teardown;
+	struct leg *live = dead != NULL ? leg_peer(dead) : NULL;
 
 	if (s->state == STATE_LINGER)
 		return;
 	s->reason = (uint8_t)reason;
 	if (err != 0)
 		s->err = err;
-	/* TCP_INFO costs a syscall per leg: read it for the log, or to time a death. */
-	logging = accesslog_enabled();
-	have_client = (logging || (dead == &s->client && reason_is_timeout(reason))) &&
-	    sockopt_tcp_snapshot(s->client.pump.fd, &client_tcp) == 0;
-	have_upstream = (logging || (dead == &s->upstream && reason_is_timeout(reason))) &&
-	    sockopt_tcp_snapshot(s->upstream.pump.fd, &upstream_tcp) == 0;
-	if (reason_is_timeout(reason) && dead != NULL) {
-		const struct tcp_snapshot *snap = dead == &s->client ? &client_tcp : &upstream_tcp;
-
-		if ((dead == &s->client ? have_client : have_upstream)) {
-			detect = detect_ms(snap);
-			stats_observe(&st->detect_seconds[dead->side], stats_detect_bounds,
-			    STATS_DETECT_BUCKETS, (double)detect / 1000.0);
-		}
-	}
-
-	if (dead != NULL) {
-		/* The dead peer's kernel state is gone or already reset by ours. */
-		leg_close(dead, false);
-		live = leg_peer(dead);
-		if (live->pump.fd >= 0) {
-			if (fin_mode) {
-				teardown = TEARDOWN_DONE_FIN;
-			} else {
-				teardown = TEARDOWN_DONE_RST;
-				leg_close(live, true);
-			}
-		}
-	} else if (reason == REASON_CONNECT_FAILED || reason == REASON_CONNECT_TIMEOUT) {
-		leg_close(&s->upstream, false);
-		leg_close(&s->client, true);
-		teardown = TEARDOWN_DONE_RST;
-	} else if (reason == REASON_CLIENT_FIN || reason == REASON_UPSTREAM_FIN) {
-		leg_close(&s->client, false);
-		leg_close(&s->upstream, false);
-	} else {
-		/* idle_timeout, shutdown: both peers alive, both told the same way. */
-		teardown = fin_mode ? TEARDOWN_DONE_FIN : TEARDOWN_DONE_RST;
-		leg_close(&s->client, !fin_mode);
-		leg_close(&s->upstream, !fin_mode);
-	}
-
+	close_facts(s, reason, dead, logging, &facts);
+	teardown = teardown_legs(s, reason, dead);
 	if (logging)
-		session_log(s, teardown, have_client, &client_tcp, have_upstream, &upstream_tcp,
-		    detect);
-	STAT_ADD(st->closed[reason], 1);
+		session_log(s, teardown, &facts);
+	STAT_ADD(s->origin->stats->closed[reason], 1);
 	if (log_debug_enabled())
 		log_debug("session %llu: closed: %s%s%s, teardown %s", (unsigned long long)s->id,
 		    reason_name(reason), s->err ? ": " : "", s->err ? strerror(s->err) : "",
 		    teardown_name(teardown));
-
-	if (teardown == TEARDOWN_DONE_FIN && live != NULL && live->pump.fd >= 0) {
-		s->state = STATE_LINGER;
-		pump_end_release(s->origin->pool, &live->pump);    /* owed to the dead peer: dropped */
-		event_del(&live->ev);
-		event_assign(&live->ev, s->origin->base, live->pump.fd,
-		    EV_READ | EV_WRITE | EV_ET | EV_PERSIST, leg_event, live);
-		if (event_add(&live->ev, &linger) == 0)
-			return;
-		/* Unwatched, the linger would never end: close the live leg now. */
-		log_warn("session %llu: linger event", (unsigned long long)s->id);
-	}
+	if (teardown == TEARDOWN_FIN && live != NULL && live->pump.fd >= 0 &&
+	    linger_start(s, live))
+		return;
 	session_free(s);
 }
 

@@ -24,7 +24,7 @@ struct access_record {
 	uint64_t bytes_from_client;
 	uint64_t bytes_to_client;
 	enum close_reason reason;
-	enum teardown_action teardown;
+	enum teardown teardown;
 	int err;                      /* errno behind the reason, 0 for none */
 	int64_t detect_ms;            /* -1 when not a timeout */
 	const struct tcp_snapshot *client_tcp;   /* NULL when the leg had no socket */
@@ -64,16 +64,5 @@ void accesslog_write(const struct access_record *rec);
  * length; a line that would not fit is cut at a field boundary and closed.
  */
 size_t accesslog_render(const struct access_record *rec, char *buf, size_t size);
-
-/* Append s as a JSON string body (no quotes) to buf at *len, never past size. */
-void json_escape(char *buf, size_t size, size_t *len, const char *s);
-
-/* Append formatted text at *len; on overflow buf keeps what fit, NUL-terminated. */
-void json_append(char *buf, size_t size, size_t *len, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-/* Append ,"key":{...TCP_INFO figures...}; nothing when t is NULL. */
-void json_tcp_snapshot(char *buf, size_t size, size_t *len, const char *key,
-    const struct tcp_snapshot *t);
 
 #endif

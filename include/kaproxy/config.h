@@ -16,12 +16,12 @@
 
 #include "kaproxy/endpoint.h"
 #include "kaproxy/policy.h"
+#include "kaproxy/reason.h"
 
 #define CONFIG_NAME_MAX 64   /* listener name, bytes including NUL */
 #define CONFIG_ERR_MAX 512   /* "FILE:LINE: message", bytes including NUL */
 
 enum balance { BALANCE_ROUNDROBIN, BALANCE_FIRST };
-enum teardown { TEARDOWN_RST, TEARDOWN_FIN };
 enum log_level { LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG };
 
 struct listener_config {

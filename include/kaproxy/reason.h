@@ -26,13 +26,19 @@ enum close_reason {
 	REASON_COUNT
 };
 
-enum teardown_action { TEARDOWN_DONE_NONE, TEARDOWN_DONE_RST, TEARDOWN_DONE_FIN };
+/*
+ * What is done to the live peer's leg when a session ends: both the
+ * listener's teardown setting (rst or fin) and, in the access log, what was
+ * actually done (none when both peers had already closed in order).  The
+ * setting's words in config.c are indexed by the first two values.
+ */
+enum teardown { TEARDOWN_RST, TEARDOWN_FIN, TEARDOWN_NONE };
 
 /* The access-log spelling of a reason ("upstream_timeout"); "none" for NONE. */
 const char *reason_name(enum close_reason reason);
 
 /* "rst", "fin" or "none". */
-const char *teardown_name(enum teardown_action action);
+const char *teardown_name(enum teardown teardown);
 
 /* "client" or "upstream". */
 const char *side_name(enum side side);

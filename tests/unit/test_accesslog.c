@@ -37,7 +37,7 @@ sample(void)
 	rec.bytes_from_client = 12;
 	rec.bytes_to_client = 13;
 	rec.reason = REASON_UPSTREAM_TIMEOUT;
-	rec.teardown = TEARDOWN_DONE_RST;
+	rec.teardown = TEARDOWN_RST;
 	rec.err = ETIMEDOUT;
 	rec.detect_ms = 4000;
 	return rec;
@@ -78,7 +78,7 @@ test_optional_fields_omitted(void **state)
 
 	(void)state;
 	rec.reason = REASON_CLIENT_FIN;
-	rec.teardown = TEARDOWN_DONE_NONE;
+	rec.teardown = TEARDOWN_NONE;
 	rec.err = 0;
 	rec.detect_ms = -1;
 	accesslog_render(&rec, buf, sizeof(buf));
