@@ -54,7 +54,7 @@ struct gather_part {
 	bool seen;                    /* answered: the admin loop has counted it */
 	bool walking;                 /* the cursor is open (worker's thread) */
 	struct session_cursor cursor;
-	struct evbuffer *out;         /* connections: JSON objects, comma separated */
+	struct evbuffer *out;         /* connections: struct session_view, one after another */
 	unsigned long shown, total;
 	struct stats_list stats;      /* metrics: a copy of the worker's counters */
 	bool failed;                  /* out of memory on the worker */
@@ -124,19 +124,22 @@ metrics_step(struct worker *w, struct worker_job *job)
 	return true;
 }
 
-/* Add s to part's objects if the filter takes it and the limit allows. */
+/*
+ * Copy s into part if the filter takes it and the limit allows.  Only the
+ * copy is made here, on the worker; the JSON is written on the admin thread.
+ */
 static void
-render_one(struct gather_part *part, struct session *s, char *line, size_t size)
+take_one(struct gather_part *part, struct session *s)
 {
 	struct gather *g = part->g;
-	size_t len;
+	struct session_view view;
 
 	part->total++;
 	if (atomic_fetch_add_explicit(&g->shown, 1, memory_order_relaxed) >= g->limit)
 		return;
-	len = session_render_json(s, line, size);
-	if ((part->shown++ > 0 && evbuffer_add(part->out, ",\n", 2) == -1) ||
-	    evbuffer_add(part->out, line, len) == -1)
+	session_view(s, &view);
+	part->shown++;
+	if (evbuffer_add(part->out, &view, sizeof(view)) == -1)
 		part->failed = true;
 }
 
@@ -147,7 +150,6 @@ connections_step(struct worker *w, struct worker_job *job)
 	const char *filter = part->g->filter;
 	unsigned rendered = 0, visited = 0;
 	struct session *s;
-	char line[2048];
 
 	if (!part->walking) {
 		session_cursor_open(worker_sessions(w), &part->cursor);
@@ -162,7 +164,7 @@ connections_step(struct worker *w, struct worker_job *job)
 		}
 		if (filter != NULL && strcmp(filter, session_listener_name(s)) != 0)
 			continue;
-		render_one(part, s, line, sizeof(line));
+		take_one(part, s);
 		rendered++;
 	}
 	return false;
@@ -258,6 +260,24 @@ reply_metrics(struct gather *g)
 	evbuffer_free(out);
 }
 
+/* Append part's views to out as JSON array elements (opening it at the first); -1 on ENOMEM. */
+static int
+render_views(struct gather_part *part, struct evbuffer *out, bool *first)
+{
+	struct session_view view;
+	char line[2048];
+	size_t len;
+
+	while (evbuffer_remove(part->out, &view, sizeof(view)) == (int)sizeof(view)) {
+		len = session_view_json(&view, line, sizeof(line));
+		if (evbuffer_add(out, *first ? "[" : ",\n", *first ? 1 : 2) == -1 ||
+		    evbuffer_add(out, line, len) == -1)
+			return -1;
+		*first = false;
+	}
+	return 0;
+}
+
 static void
 reply_connections(struct gather *g)
 {
@@ -272,15 +292,10 @@ reply_connections(struct gather *g)
 	for (i = 0; i < g->n_parts && !failed; i++) {
 		struct gather_part *part = &g->parts[i];
 
-		if (!part->seen || part->shown == 0) {
-			total += part->seen ? part->total : 0;
+		if (!part->seen)
 			continue;
-		}
 		total += part->total;
-		failed = part->failed ||
-		    evbuffer_add(out, first ? "[" : ",\n", first ? 1 : 2) == -1 ||
-		    evbuffer_add_buffer(out, part->out) == -1;
-		first = false;
+		failed = part->failed || render_views(part, out, &first) == -1;
 	}
 	if (failed || evbuffer_add(out, first ? "[]\n" : "]\n", first ? 3 : 2) == -1) {
 		if (out != NULL)

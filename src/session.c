@@ -710,37 +710,57 @@ session_listener_name(const struct session *s)
 	return s->origin->cfg->name;
 }
 
-size_t
-session_render_json(struct session *s, char *buf, size_t size)
+void
+session_view(struct session *s, struct session_view *v)
 {
 	static const char *const states[] = {
 		[STATE_CONNECTING] = "connecting",
 		[STATE_RUNNING] = "running",
 		[STATE_LINGER] = "closing",
 	};
-	struct tcp_snapshot client_tcp, upstream_tcp;
-	char addr[ENDPOINT_TEXT_MAX];
-	size_t len = 0;
-	int have_client = sockopt_tcp_snapshot(s->client.pump.fd, &client_tcp) == 0;
-	int have_upstream = sockopt_tcp_snapshot(s->upstream.pump.fd, &upstream_tcp) == 0;
+	uint64_t now = now_ms();
+	int side;
 
 	_Static_assert(sizeof(states) / sizeof(states[0]) == STATE_LINGER + 1,
 	    "one name per session state");
+	v->id = s->id;
+	v->age_ms = now - s->start_ms;
+	v->idle_ms = now - s->last_active_ms;
+	v->bytes_from_client = s->client.bytes_in;
+	v->bytes_to_client = s->upstream.bytes_in;
+	memset(&v->client, 0, sizeof(v->client));
+	memcpy(&v->client, &s->client_addr, sizeof(s->client_addr));
+	for (side = SIDE_CLIENT; side <= SIDE_UPSTREAM; side++)
+		v->have_tcp[side] = sockopt_tcp_snapshot(
+		    (side == SIDE_CLIENT ? &s->client : &s->upstream)->pump.fd, &v->tcp[side]) == 0;
+	v->state = states[s->state];
+	v->worker = s->origin->worker_index;
+	snprintf(v->listener, sizeof(v->listener), "%s", s->origin->cfg->name);
+	snprintf(v->upstream, sizeof(v->upstream), "%s", current_upstream(s)->text);
+}
+
+size_t
+session_view_json(const struct session_view *v, char *buf, size_t size)
+{
+	char addr[ENDPOINT_TEXT_MAX];
+	size_t len = 0;
+
 	buf[0] = '\0';
-	endpoint_format((const struct sockaddr *)&s->client_addr, addr, sizeof(addr));
+	endpoint_format((const struct sockaddr *)&v->client, addr, sizeof(addr));
 	json_append(buf, size, &len, "{\"id\":%llu,\"worker\":%u,\"listener\":\"",
-	    (unsigned long long)s->id, s->origin->worker_index);
-	json_escape(buf, size, &len, s->origin->cfg->name);
+	    (unsigned long long)v->id, v->worker);
+	json_escape(buf, size, &len, v->listener);
 	json_append(buf, size, &len, "\",\"state\":\"%s\",\"age_ms\":%llu,\"client\":\"%s\",\"upstream\":\"",
-	    states[s->state], (unsigned long long)(now_ms() - s->start_ms),
-	    addr);
-	json_escape(buf, size, &len, current_upstream(s)->text);
+	    v->state, (unsigned long long)v->age_ms, addr);
+	json_escape(buf, size, &len, v->upstream);
 	json_append(buf, size, &len,
 	    "\",\"bytes_from_client\":%llu,\"bytes_to_client\":%llu,\"idle_ms\":%llu",
-	    (unsigned long long)s->client.bytes_in, (unsigned long long)s->upstream.bytes_in,
-	    (unsigned long long)(now_ms() - s->last_active_ms));
-	json_tcp_snapshot(buf, size, &len, "client_tcp", have_client ? &client_tcp : NULL);
-	json_tcp_snapshot(buf, size, &len, "upstream_tcp", have_upstream ? &upstream_tcp : NULL);
+	    (unsigned long long)v->bytes_from_client, (unsigned long long)v->bytes_to_client,
+	    (unsigned long long)v->idle_ms);
+	json_tcp_snapshot(buf, size, &len, "client_tcp",
+	    v->have_tcp[SIDE_CLIENT] ? &v->tcp[SIDE_CLIENT] : NULL);
+	json_tcp_snapshot(buf, size, &len, "upstream_tcp",
+	    v->have_tcp[SIDE_UPSTREAM] ? &v->tcp[SIDE_UPSTREAM] : NULL);
 	json_append(buf, size, &len, "}");
 	return len;
 }

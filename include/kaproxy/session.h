@@ -10,14 +10,17 @@
 #ifndef KAPROXY_SESSION_H
 #define KAPROXY_SESSION_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
 
+#include "kaproxy/config.h"
+#include "kaproxy/endpoint.h"
 #include "kaproxy/reason.h"
+#include "kaproxy/sockopt.h"
 
 struct event_base;
-struct listener_config;
 struct listener_stats;
 struct pump_pool;
 struct session;
@@ -85,9 +88,30 @@ void session_cursor_close(struct session_cursor *c);
 const char *session_listener_name(const struct session *s);
 
 /*
- * Render s as one JSON object for GET /connections, both legs' TCP_INFO read
- * now.  Returns the length written into buf (NUL-terminated).
+ * What GET /connections shows of a session: a copy, with no pointer into the
+ * session or its config, so it can be rendered on another thread after the
+ * session has ended.  Taking it costs two TCP_INFO reads and a copy; the
+ * formatting is left to whoever renders it.
  */
-size_t session_render_json(struct session *s, char *buf, size_t size);
+struct session_view {
+	uint64_t id;
+	uint64_t age_ms;
+	uint64_t idle_ms;
+	uint64_t bytes_from_client;
+	uint64_t bytes_to_client;
+	struct sockaddr_storage client;
+	struct tcp_snapshot tcp[2];          /* by enum side */
+	bool have_tcp[2];
+	const char *state;                   /* a static string */
+	unsigned worker;
+	char listener[CONFIG_NAME_MAX];
+	char upstream[ENDPOINT_TEXT_MAX];
+};
+
+/* Fill v from s, both legs' TCP_INFO read now; on s's loop thread. */
+void session_view(struct session *s, struct session_view *v);
+
+/* Render v as one JSON object; returns the length written into buf (NUL-terminated). */
+size_t session_view_json(const struct session_view *v, char *buf, size_t size);
 
 #endif
