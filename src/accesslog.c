@@ -199,7 +199,7 @@ accesslog_render(const struct access_record *rec, char *buf, size_t size)
 	    "\",\"duration_ms\":%" PRIu64 ",\"bytes_from_client\":%" PRIu64
 	    ",\"bytes_to_client\":%" PRIu64 ",\"close_reason\":\"%s\",\"teardown\":\"%s\"",
 	    rec->duration_ms, rec->bytes_from_client, rec->bytes_to_client,
-	    reason_name(rec->reason), teardown_name(rec->teardown));
+	    reason_name(rec->reason), reason_teardown_name(rec->teardown));
 	if (rec->err != 0) {
 		json_append(buf, size, &len, ",\"detail\":\"");
 		json_escape(buf, size, &len, strerror(rec->err));

@@ -185,9 +185,9 @@ option_find(const char *key, enum side *side)
 			continue;
 		}
 		for (int sd = SIDE_CLIENT; sd <= SIDE_UPSTREAM; sd++) {
-			size_t n = strlen(side_name((enum side)sd));
+			size_t n = strlen(reason_side_name((enum side)sd));
 
-			if (strncmp(key, side_name((enum side)sd), n) == 0 && key[n] == '_' &&
+			if (strncmp(key, reason_side_name((enum side)sd), n) == 0 && key[n] == '_' &&
 			    strcmp(o->name, key + n + 1) == 0) {
 				*side = (enum side)sd;
 				return o;
@@ -347,7 +347,7 @@ suggest_key(const char *key, enum option_scope scope, char *buf, size_t len)
 		for (size_t i = 0; i < N_OPTIONS; i++) {
 			if (options[i].scope != OPTION_LEG)
 				continue;
-			snprintf(candidate, sizeof(candidate), "%s_%s", side_name((enum side)sd),
+			snprintf(candidate, sizeof(candidate), "%s_%s", reason_side_name((enum side)sd),
 			    options[i].name);
 			consider(key, candidate, &best, buf, len);
 		}
@@ -583,7 +583,7 @@ resolve_auto(struct parse *p, const struct section *s, enum side side,
 	uint64_t u = policy_auto_user_timeout_ms(leg);
 	char key[64];
 
-	snprintf(key, sizeof(key), "%s_user_timeout", side_name(side));
+	snprintf(key, sizeof(key), "%s_user_timeout", reason_side_name(side));
 	if (u > POLICY_USER_TIMEOUT_MAX_MS) {
 		fail(p, key_line(p, s, key), "%s: auto would be %llums (idle + interval * "
 		    "count), above the TCP_USER_TIMEOUT limit of %dms in [listener %s]; "
@@ -600,7 +600,7 @@ static void
 check_nat(struct parse *p, const struct section *s, enum side side,
     const struct leg_policy *leg)
 {
-	const char *prefix = side_name(side);
+	const char *prefix = reason_side_name(side);
 	char key[64], idle_text[32], nat_text[32];
 
 	snprintf(key, sizeof(key), "%s_nat_timeout", prefix);
@@ -634,7 +634,7 @@ resolve_listener(struct parse *p, const struct section *s, struct listener_confi
 		for (size_t i = 0; i < N_OPTIONS; i++) {
 			if (options[i].scope != OPTION_LEG)
 				continue;
-			snprintf(key, sizeof(key), "%s_%s", side_name((enum side)sd),
+			snprintf(key, sizeof(key), "%s_%s", reason_side_name((enum side)sd),
 			    options[i].name);
 			resolve_option(p, s, &options[i], key,
 			    (char *)lc + leg_offset((enum side)sd));
@@ -912,7 +912,7 @@ config_print_check(const struct config *cfg, FILE *out)
 			const struct leg_policy *leg = (const struct leg_policy *)((const char *)lc +
 			    leg_offset((enum side)sd));
 
-			fprintf(out, "  %-9s ", side_name((enum side)sd));
+			fprintf(out, "  %-9s ", reason_side_name((enum side)sd));
 			print_labelled(out, OPTION_LEG, leg);
 			policy_print_detection(leg, out);
 		}

@@ -326,7 +326,7 @@ main(int argc, char **argv)
 
 	memset(&d, 0, sizeof(d));
 	if (evthread_use_pthreads() == -1)
-		fatal("evthread_use_pthreads failed");
+		log_fatal("evthread_use_pthreads failed");
 	d.config_path = DEFAULT_CONFIG;
 	d.proc.version = KAPROXY_VERSION;
 	while ((opt = getopt(argc, argv, "c:thV")) != -1) {

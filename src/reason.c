@@ -31,7 +31,7 @@ reason_name(enum close_reason reason)
 }
 
 const char *
-teardown_name(enum teardown teardown)
+reason_teardown_name(enum teardown teardown)
 {
 	switch (teardown) {
 	case TEARDOWN_RST:
@@ -44,7 +44,7 @@ teardown_name(enum teardown teardown)
 }
 
 const char *
-side_name(enum side side)
+reason_side_name(enum side side)
 {
 	return side == SIDE_CLIENT ? "client" : "upstream";
 }

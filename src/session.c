@@ -626,7 +626,7 @@ session_close(struct session *s, enum close_reason reason, struct leg *dead, int
 	if (log_debug_enabled())
 		log_debug("session %llu: closed: %s%s%s, teardown %s", (unsigned long long)s->id,
 		    reason_name(reason), s->err ? ": " : "", s->err ? strerror(s->err) : "",
-		    teardown_name(teardown));
+		    reason_teardown_name(teardown));
 	if (teardown == TEARDOWN_FIN && live != NULL && live->pump.fd >= 0 &&
 	    linger_start(s, live))
 		return;

@@ -106,7 +106,7 @@ stats_merge(struct stats_list *dst, const struct stats_list *src)
 }
 
 const char *
-refuse_name(enum refuse_reason reason)
+stats_refuse_name(enum refuse_reason reason)
 {
 	switch (reason) {
 	case REFUSE_MAX_CONNECTIONS:
@@ -244,7 +244,7 @@ stats_render_prometheus(const struct stats_list *list, const struct stats_proces
 	    "Client connections reset at accept, by reason.");
 	LIST_FOREACH(st, list, entry)
 		for (r = 0; r < REFUSE_COUNT; r++) {
-			snprintf(extra, sizeof(extra), ",reason=\"%s\"", refuse_name(r));
+			snprintf(extra, sizeof(extra), ",reason=\"%s\"", stats_refuse_name(r));
 			sample(p, "kaproxy_connections_refused_total", st->name, extra, st->refused[r]);
 		}
 	family(p, "kaproxy_bytes_total", "counter", "Bytes received from each peer and forwarded.");
@@ -263,7 +263,7 @@ stats_render_prometheus(const struct stats_list *list, const struct stats_proces
 	    "Time from a dead leg's last received segment to it being declared dead.");
 	LIST_FOREACH(st, list, entry)
 		for (r = SIDE_CLIENT; r <= SIDE_UPSTREAM; r++) {
-			snprintf(extra, sizeof(extra), ",side=\"%s\"", side_name(r));
+			snprintf(extra, sizeof(extra), ",side=\"%s\"", reason_side_name(r));
 			histogram(p, "kaproxy_dead_peer_detection_seconds", st->name, extra,
 			    &st->detect_seconds[r], stats_detect_bounds, STATS_DETECT_BUCKETS);
 		}

@@ -57,8 +57,8 @@ roff_key(FILE *out, const struct option *o)
 	if (o->scope != OPTION_LEG)
 		fprintf(out, ".B %s\n", o->name);
 	else
-		fprintf(out, ".BR %s_%s \", \" %s_%s\n", side_name(SIDE_CLIENT), o->name,
-		    side_name(SIDE_UPSTREAM), o->name);
+		fprintf(out, ".BR %s_%s \", \" %s_%s\n", reason_side_name(SIDE_CLIENT), o->name,
+		    reason_side_name(SIDE_UPSTREAM), o->name);
 }
 
 static void
@@ -220,8 +220,8 @@ md_option(FILE *out, const struct option *o)
 	if (o->scope != OPTION_LEG)
 		fprintf(out, "| `%s` | ", o->name);
 	else
-		fprintf(out, "| `%s_%s`, `%s_%s` | ", side_name(SIDE_CLIENT), o->name,
-		    side_name(SIDE_UPSTREAM), o->name);
+		fprintf(out, "| `%s_%s`, `%s_%s` | ", reason_side_name(SIDE_CLIENT), o->name,
+		    reason_side_name(SIDE_UPSTREAM), o->name);
 	if (o->fallback != NULL)
 		fprintf(out, "`%s`", o->fallback);
 	else
@@ -261,8 +261,8 @@ print_keys(FILE *out)
 		if (options[i].scope != OPTION_LEG)
 			fprintf(out, "%s\n", options[i].name);
 		else
-			fprintf(out, "%s_%s\n%s_%s\n", side_name(SIDE_CLIENT), options[i].name,
-			    side_name(SIDE_UPSTREAM), options[i].name);
+			fprintf(out, "%s_%s\n%s_%s\n", reason_side_name(SIDE_CLIENT), options[i].name,
+			    reason_side_name(SIDE_UPSTREAM), options[i].name);
 	}
 }
 

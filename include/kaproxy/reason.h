@@ -38,10 +38,10 @@ enum teardown { TEARDOWN_RST, TEARDOWN_FIN, TEARDOWN_NONE };
 const char *reason_name(enum close_reason reason);
 
 /* "rst", "fin" or "none". */
-const char *teardown_name(enum teardown teardown);
+const char *reason_teardown_name(enum teardown teardown);
 
 /* "client" or "upstream". */
-const char *side_name(enum side side);
+const char *reason_side_name(enum side side);
 
 /*
  * Classify what an established leg reported: err 0 is an orderly end of

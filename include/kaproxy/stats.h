@@ -62,7 +62,7 @@ void stats_free_all(struct stats_list *list);
 /* Record one observation in a histogram with the given bucket bounds. */
 void stats_observe(struct histogram *h, const double *bounds, size_t n_bounds, double value);
 
-const char *refuse_name(enum refuse_reason reason);
+const char *stats_refuse_name(enum refuse_reason reason);
 
 
 

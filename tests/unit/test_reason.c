@@ -60,9 +60,9 @@ test_names_are_the_spec_vocabulary(void **state)
 	for (i = 0; i < sizeof(spec) / sizeof(spec[0]); i++)
 		assert_string_equal(reason_name((enum close_reason)(REASON_CLIENT_FIN + i)), spec[i]);
 	assert_string_equal(reason_name(REASON_COUNT), "none");
-	assert_string_equal(teardown_name(TEARDOWN_RST), "rst");
-	assert_string_equal(teardown_name(TEARDOWN_FIN), "fin");
-	assert_string_equal(teardown_name(TEARDOWN_NONE), "none");
+	assert_string_equal(reason_teardown_name(TEARDOWN_RST), "rst");
+	assert_string_equal(reason_teardown_name(TEARDOWN_FIN), "fin");
+	assert_string_equal(reason_teardown_name(TEARDOWN_NONE), "none");
 }
 
 static void
