@@ -10,6 +10,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "loopback.h"
+
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -102,16 +104,9 @@ teardown(void **state)
 static void
 start_admin(struct fixture *f)
 {
-	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	int probe = socket(AF_INET, SOCK_STREAM, 0);
-	socklen_t len = sizeof(sin);
 	char text[64];
 
-	assert_true(probe >= 0);
-	assert_int_equal(bind(probe, (struct sockaddr *)&sin, sizeof(sin)), 0);
-	assert_int_equal(getsockname(probe, (struct sockaddr *)&sin, &len), 0);
-	close(probe);
-	snprintf(text, sizeof(text), "127.0.0.1:%u", ntohs(sin.sin_port));
+	snprintf(text, sizeof(text), "127.0.0.1:%u", loopback_free_port());
 	assert_int_equal(endpoint_parse(text, &f->ep), 0);
 	f->admin = admin_start(f->workers, 2, &f->ep, &f->proc, &f->shared.draining);
 	assert_non_null(f->admin);

@@ -24,6 +24,8 @@
 
 #include <cmocka.h>
 
+#include "loopback.h"
+
 #include "kaproxy/pump.h"
 
 /* Small pipes make the budget reachable with the bytes a socket buffer holds. */
@@ -64,13 +66,9 @@ unix_pair(int fds[2])
 static void
 tcp_pair(int fds[2])
 {
-	struct sockaddr_in addr = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t len = sizeof(addr);
-	int listener = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in addr;
+	int listener = loopback_bound(&addr);
 
-	assert_true(listener >= 0);
-	assert_int_equal(bind(listener, (struct sockaddr *)&addr, sizeof(addr)), 0);
-	assert_int_equal(getsockname(listener, (struct sockaddr *)&addr, &len), 0);
 	assert_int_equal(listen(listener, 1), 0);
 	fds[0] = socket(AF_INET, SOCK_STREAM, 0);
 	assert_true(fds[0] >= 0);

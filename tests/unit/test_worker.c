@@ -12,6 +12,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "loopback.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -29,21 +31,6 @@
 #include "kaproxy/worker.h"
 
 #define N_WORKERS 2
-
-/* A free loopback port: bound and released at once. */
-static unsigned
-free_port(void)
-{
-	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t len = sizeof(sin);
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-	assert_true(fd >= 0);
-	assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
-	close(fd);
-	return ntohs(sin.sin_port);
-}
 
 static struct generation *
 generation_from(const char *text)
@@ -127,7 +114,7 @@ reload_is_all_or_nothing(void **state)
 	struct worker *workers[N_WORKERS];
 	struct generation *old, *fresh;
 	struct rlimit saved;
-	unsigned p1 = free_port(), p2 = free_port();
+	unsigned p1 = loopback_free_port(), p2 = loopback_free_port();
 	char text[1024];
 	int idle[4], i;
 
