@@ -3,8 +3,11 @@
  * and upstream, keeps the promises of the interface: every byte arrives in
  * order and a FIN is forwarded as a half-close while the other direction
  * keeps flowing; a client that does not read makes the upstream's writes
- * block once the socket buffers and one pipe are full; the access log
- * records the first FIN as the reason, with exact byte counts.
+ * block once the socket buffers and one pipe are full; the live peer of a
+ * session that ends sees RST, or FIN after every byte it is owed, as the
+ * reason and the teardown setting say (a table), and the access log says
+ * the same with exact byte counts; a teardown = fin gives up on a peer that
+ * never takes its bytes after the linger time.
  *
  * Black-box: only the process-level API (config_load_string, generation,
  * worker_init, worker_apply_all, session_close_all, worker_release, the
@@ -56,6 +59,9 @@
 /* The longest a bulk transfer may take. */
 #define TRANSFER_MS 20000
 
+/* FIN_LINGER_MS in session.c: how long a teardown = fin waits for the live peer. */
+#define LINGER_MS 10000
+
 /* Writes that make no progress for this long mean the writer is blocked. */
 #define STALL_MS 300
 
@@ -65,13 +71,16 @@
 /* SO_RCVBUF / SO_SNDBUF asked for on the test's own sockets (Linux doubles it). */
 #define SMALL_BUF (64 * 1024)
 
+/* Bytes the side that ends a session sends first: the live peer is owed them. */
+#define OWED 70001
+
 /* Room for a few access-log lines: more than one record is an error to show. */
 #define LOG_BUF (4 * ACCESSLOG_LINE_MAX)
 
 /* What a peer saw on its socket. */
-enum outcome { SEEN_NOTHING, SEEN_FIN, SEEN_RST };
+enum outcome { SEEN_NOTHING, SEEN_FIN, SEEN_RST, SEEN_GONE /* the test closed it */ };
 
-static const char *const outcome_names[] = { "nothing", "FIN", "RST" };
+static const char *const outcome_names[] = { "nothing", "FIN", "RST", "(closed by the test)" };
 
 /* The bytes sent toward one side and received there. */
 struct flow {
@@ -82,6 +91,7 @@ struct flow {
 
 /* One test's proxy and its two peers; fd[] and into[] are indexed by enum side. */
 struct rig {
+	void *row;                   /* the table row a test runs, or NULL */
 	struct event_base *base;
 	struct process_shared shared;
 	struct worker worker;
@@ -142,6 +152,7 @@ rig_setup(void **state)
 	int fd;
 
 	assert_non_null(r);
+	r->row = *state;
 	r->fd[SIDE_CLIENT] = r->fd[SIDE_UPSTREAM] = r->upstream_listener = -1;
 	r->into[SIDE_CLIENT].seed = 0x5a;
 	r->into[SIDE_UPSTREAM].seed = 0xc3;
@@ -371,6 +382,16 @@ close_side(struct rig *r, enum side side)
 	r->fd[side] = -1;
 }
 
+/* Close side's socket with RST (SO_LINGER {1, 0}). */
+static void
+close_rst(struct rig *r, enum side side)
+{
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+	assert_int_equal(setsockopt(r->fd[side], SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
+	close_side(r, side);
+}
+
 static int
 sock_int(int fd, int level, int name)
 {
@@ -390,6 +411,16 @@ queued(int fd, unsigned long which)
 	assert_int_equal(ioctl(fd, which, &n), 0);
 	assert_true(n >= 0);
 	return (size_t)n;
+}
+
+static int
+tcp_state(int fd)
+{
+	struct tcp_info info;
+	socklen_t len = sizeof(info);
+
+	assert_int_equal(getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len), 0);
+	return info.tcpi_state;
 }
 
 static bool
@@ -677,16 +708,239 @@ backpressure_bounded(void **state)
 	expect_session_record(r, "upstream_fin", "none", 0);
 }
 
+/* How a table row's session ends. */
+enum ending {
+	END_UPSTREAM_RESET,   /* the upstream sends OWED bytes, then RST */
+	END_CLIENT_RESET,     /* the client does */
+	END_IDLE,             /* nothing moves for idle_timeout */
+	END_SHUTDOWN,         /* session_close_all(REASON_SHUTDOWN) */
+	END_CONNECT_FAILED,   /* nothing listens upstream */
+	END_CLIENT_FIN,       /* the client sends OWED and FIN; the upstream closes when it sees it */
+	END_UPSTREAM_FIN,     /* the other way round */
+};
+
+/* idle_timeout of the END_IDLE rows (ms). */
+#define ROW_IDLE_MS 300
+
+struct teardown_row {
+	enum ending ending;
+	const char *setting;          /* the listener's teardown */
+	enum outcome seen[2];         /* what the client and the upstream saw */
+	const char *reason;           /* the record's close_reason and teardown */
+	const char *teardown;
+	int err;                      /* the errno its detail names, 0 for none */
+};
+
+#define GONE SEEN_GONE
+#define FIN SEEN_FIN
+#define RST SEEN_RST
+static struct teardown_row teardown_rows[] = {
+	/* ending, teardown =, client and upstream saw, close_reason, teardown, detail */
+	{ END_UPSTREAM_RESET, "rst", { RST, GONE }, "upstream_reset", "rst", ECONNRESET },
+	{ END_UPSTREAM_RESET, "fin", { FIN, GONE }, "upstream_reset", "fin", ECONNRESET },
+	{ END_CLIENT_RESET, "rst", { GONE, RST }, "client_reset", "rst", ECONNRESET },
+	{ END_CLIENT_RESET, "fin", { GONE, FIN }, "client_reset", "fin", ECONNRESET },
+	{ END_IDLE, "rst", { RST, RST }, "idle_timeout", "rst", 0 },
+	{ END_IDLE, "fin", { FIN, FIN }, "idle_timeout", "fin", 0 },
+	{ END_SHUTDOWN, "rst", { RST, RST }, "shutdown", "rst", 0 },
+	{ END_SHUTDOWN, "fin", { FIN, FIN }, "shutdown", "fin", 0 },
+	{ END_CONNECT_FAILED, "rst", { RST, GONE }, "connect_failed", "rst", ECONNREFUSED },
+	{ END_CONNECT_FAILED, "fin", { RST, GONE }, "connect_failed", "rst", ECONNREFUSED },
+	{ END_CLIENT_FIN, "rst", { FIN, FIN }, "client_fin", "none", 0 },
+	{ END_CLIENT_FIN, "fin", { FIN, FIN }, "client_fin", "none", 0 },
+	{ END_UPSTREAM_FIN, "rst", { FIN, FIN }, "upstream_fin", "none", 0 },
+	{ END_UPSTREAM_FIN, "fin", { FIN, FIN }, "upstream_fin", "none", 0 },
+};
+#undef GONE
+#undef FIN
+#undef RST
+#define N_ROWS (sizeof(teardown_rows) / sizeof(teardown_rows[0]))
+
+/*
+ * Side sends OWED bytes, waits until the proxy's kernel has them all
+ * (nothing left unacknowledged), then dies with RST.
+ */
+static void
+die_with_rst(struct rig *r, enum side side)
+{
+	uint64_t deadline = now_ms() + SLACK_MS;
+
+	push(r, side, OWED);
+	while (r->into[other(side)].sent < OWED || queued(r->fd[side], SIOCOUTQ) > 0) {
+		push(r, side, OWED);
+		step(r, deadline, "the bytes before the RST to be acknowledged");
+	}
+	close_rst(r, side);
+}
+
+/* End the session as the row says; fill seen[] with what each peer saw. */
+static void
+end_session(struct rig *r, enum ending how, enum outcome seen[2])
+{
+	enum side first = how == END_CLIENT_FIN || how == END_CLIENT_RESET ? SIDE_CLIENT : SIDE_UPSTREAM;
+
+	switch (how) {
+	case END_UPSTREAM_RESET:
+	case END_CLIENT_RESET:
+		die_with_rst(r, first);
+		seen[first] = SEEN_GONE;
+		seen[other(first)] = observe(r, other(first), SLACK_MS);
+		break;
+	case END_CLIENT_FIN:
+	case END_UPSTREAM_FIN:
+		transfer(r, other(first), OWED);
+		assert_int_equal(shutdown(r->fd[first], SHUT_WR), 0);
+		seen[other(first)] = observe(r, other(first), SLACK_MS);
+		close_side(r, other(first));
+		seen[first] = observe(r, first, SLACK_MS);
+		break;
+	case END_IDLE:
+	case END_SHUTDOWN:
+		if (how == END_SHUTDOWN)
+			session_close_all(&r->worker, REASON_SHUTDOWN);
+		seen[SIDE_CLIENT] = observe(r, SIDE_CLIENT, ROW_IDLE_MS + SLACK_MS);
+		seen[SIDE_UPSTREAM] = observe(r, SIDE_UPSTREAM, SLACK_MS);
+		break;
+	case END_CONNECT_FAILED:
+		seen[SIDE_CLIENT] = observe(r, SIDE_CLIENT, SLACK_MS);
+		seen[SIDE_UPSTREAM] = SEEN_GONE;
+		break;
+	}
+}
+
+/*
+ * One row of the teardown table: each live peer sees RST, or FIN after
+ * every byte it is owed, and the record names the reason and the teardown.
+ */
+static void
+teardown_row(void **state)
+{
+	struct rig *r = *state;
+	const struct teardown_row *row = r->row;
+	enum outcome seen[2];
+	char keys[128];
+	int side;
+
+	if (row->ending == END_IDLE)
+		snprintf(keys, sizeof(keys), "teardown = %s\nidle_timeout = %dms\n", row->setting,
+		    ROW_IDLE_MS);
+	else
+		snprintf(keys, sizeof(keys), "teardown = %s\n", row->setting);
+	proxy_start(r, row->ending != END_CONNECT_FAILED, keys);
+	if (row->ending == END_CONNECT_FAILED)
+		connect_client(r, 0);
+	else
+		open_session(r, 0);
+	end_session(r, row->ending, seen);
+
+	for (side = SIDE_CLIENT; side <= SIDE_UPSTREAM; side++) {
+		expect_outcome((enum side)side, seen[side], row->seen[side]);
+		if (seen[side] == SEEN_FIN && r->into[side].received != r->into[side].sent)
+			fail_msg("%s saw FIN after %zu of the %zu bytes it is owed",
+			    side_name((enum side)side), r->into[side].received, r->into[side].sent);
+	}
+	expect_session_record(r, row->reason, row->teardown, row->err);
+}
+
+/*
+ * teardown = fin: a stalled session (the client reading nothing) whose
+ * upstream dies with RST.  Returns the bytes the proxy had read from the
+ * upstream: those written, less those the RST throws away, still queued in
+ * the upstream's socket and in the proxy's upstream leg.  The session's
+ * record is written within SLACK_MS of the RST, sent at *reset_at.
+ */
+static size_t
+stalled_upstream_resets(struct rig *r, uint64_t *reset_at)
+{
+	char line[LOG_BUF];
+	size_t written, taken;
+
+	proxy_start(r, true, "teardown = fin\n");
+	written = open_stalled_session(r);
+	taken = written - queued(r->fd[SIDE_UPSTREAM], SIOCOUTQ) -
+	    queued(proxy_end(r->fd[SIDE_UPSTREAM]), SIOCINQ);
+	*reset_at = now_ms();
+	close_rst(r, SIDE_UPSTREAM);
+	wait_record(r, line, sizeof(line));
+	expect_record(line, "upstream_reset", "fin", 0, taken);
+	return taken;
+}
+
+/*
+ * teardown = fin delivers what the live peer is owed: every byte the proxy
+ * had taken from the upstream before its RST, even those waiting in a pipe
+ * for the client to read again, then FIN.
+ */
+static void
+fin_delivers_owed(void **state)
+{
+	struct rig *r = *state;
+	uint64_t reset_at;
+	size_t taken = stalled_upstream_resets(r, &reset_at);
+
+	expect_seen(r, SIDE_CLIENT, TRANSFER_MS, SEEN_FIN);
+	assert_int_equal(r->into[SIDE_CLIENT].received, taken);
+}
+
+/*
+ * teardown = fin gives up on a live peer that never takes its bytes and
+ * never closes: the record was written at the reset, and LINGER_MS later
+ * (not before) the client's connection is closed.  The client sends a few
+ * bytes meanwhile, which the proxy leaves unread while it waits to deliver
+ * its own, so that closing is a RST the client sees at once without
+ * reading; a FIN would do as well.  Takes LINGER_MS.
+ */
+static void
+linger_gives_up(void **state)
+{
+	struct rig *r = *state;
+	uint64_t reset_at, logged_at, deadline;
+	int client;
+
+	stalled_upstream_resets(r, &reset_at);
+	logged_at = now_ms();
+	client = r->fd[SIDE_CLIENT];
+	push(r, SIDE_CLIENT, 100);
+	assert_int_equal(r->into[SIDE_UPSTREAM].sent, 100);
+	deadline = logged_at + LINGER_MS + SLACK_MS;
+	while (tcp_state(client) == TCP_ESTABLISHED)
+		step(r, deadline, "the proxy to give up on the client");
+	/*
+	 * The proxy started lingering after the reset and before the record
+	 * was seen; libevent's coarse clock may fire a timer a few ms early.
+	 */
+	if (now_ms() + 10 < reset_at + LINGER_MS)
+		fail_msg("the client's connection ended %llu ms after the reset, before the linger",
+		    (unsigned long long)(now_ms() - reset_at));
+	if (tcp_state(client) != TCP_CLOSE && tcp_state(client) != TCP_CLOSE_WAIT)
+		fail_msg("client in TCP state %d, expected closed (RST) or close_wait (FIN)",
+		    tcp_state(client));
+}
+
 int
 main(void)
 {
-	const struct CMUnitTest tests[] = {
+	static const struct CMUnitTest fixed[] = {
 		cmocka_unit_test_setup_teardown(half_close_client_first, rig_setup, rig_teardown),
 		cmocka_unit_test_setup_teardown(half_close_upstream_first, rig_setup, rig_teardown),
 		cmocka_unit_test_setup_teardown(backpressure_bounded, rig_setup, rig_teardown),
+		cmocka_unit_test_setup_teardown(fin_delivers_owed, rig_setup, rig_teardown),
+		cmocka_unit_test_setup_teardown(linger_gives_up, rig_setup, rig_teardown),
 	};
+	enum { N_FIXED = sizeof(fixed) / sizeof(fixed[0]) };
+	struct CMUnitTest tests[N_FIXED + N_ROWS];
+	static char names[N_ROWS][64];
+	size_t i;
 
+	memcpy(tests, fixed, sizeof(fixed));
+	for (i = 0; i < N_ROWS; i++) {
+		snprintf(names[i], sizeof(names[i]), "teardown = %s, %s", teardown_rows[i].setting,
+		    teardown_rows[i].reason);
+		tests[N_FIXED + i] = (struct CMUnitTest){ .name = names[i],
+			.test_func = teardown_row, .setup_func = rig_setup,
+			.teardown_func = rig_teardown, .initial_state = &teardown_rows[i] };
+	}
 	signal(SIGPIPE, SIG_IGN);   /* a write to a reset peer is an errno, as in the daemon */
 	log_set_level(LOG_LEVEL_ERROR);
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return _cmocka_run_group_tests("session", tests, N_FIXED + N_ROWS, NULL, NULL);
 }
