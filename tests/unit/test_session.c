@@ -7,7 +7,8 @@
  * session that ends sees RST, or FIN after every byte it is owed, as the
  * reason and the teardown setting say (a table), and the access log says
  * the same with exact byte counts; a teardown = fin gives up on a peer that
- * never takes its bytes after the linger time.
+ * never takes its bytes after the linger time; idle_timeout closes a quiet
+ * session on time and never a busy one.
  *
  * Black-box: only the process-level API (config_load_string, generation,
  * worker_init, worker_apply_all, session_close_all, worker_release, the
@@ -917,6 +918,58 @@ linger_gives_up(void **state)
 		    tcp_state(client));
 }
 
+/*
+ * idle_timeout: with nothing moving after one byte, the session closes no
+ * sooner than idle_timeout after that byte was sent, and within SLACK_MS of
+ * it arriving (ms clocks: 2 ms of rounding allowed below).
+ */
+static void
+idle_closes_quiet(void **state)
+{
+	enum { IDLE_MS = 500 };
+	struct rig *r = *state;
+	uint64_t sent_at, moved_at, closed_at;
+	char keys[64];
+
+	snprintf(keys, sizeof(keys), "idle_timeout = %dms\n", IDLE_MS);
+	proxy_start(r, true, keys);
+	open_session(r, 0);
+	sent_at = now_ms();
+	transfer(r, SIDE_UPSTREAM, 1);
+	moved_at = now_ms();
+	expect_seen(r, SIDE_CLIENT, IDLE_MS + SLACK_MS, SEEN_RST);
+	closed_at = now_ms();
+	if (closed_at + 2 < sent_at + IDLE_MS)
+		fail_msg("closed %llu ms after the last byte, idle_timeout is %d ms",
+		    (unsigned long long)(closed_at - sent_at), IDLE_MS);
+	assert_true(closed_at - moved_at <= IDLE_MS + SLACK_MS);
+	expect_session_record(r, "idle_timeout", "rst", 0);
+}
+
+/*
+ * A byte from the upstream every idle_timeout / 3 keeps the session open
+ * for three idle_timeouts: the idle timer counts bytes in either direction.
+ */
+static void
+idle_spares_traffic(void **state)
+{
+	enum { IDLE_MS = 1200, ROUNDS = 9 };
+	struct rig *r = *state;
+	char keys[64];
+	int round;
+
+	snprintf(keys, sizeof(keys), "idle_timeout = %dms\n", IDLE_MS);
+	proxy_start(r, true, keys);
+	open_session(r, 0);
+	for (round = 1; round <= ROUNDS; round++) {
+		push(r, SIDE_UPSTREAM, (size_t)round);
+		expect_seen(r, SIDE_CLIENT, IDLE_MS / 3, SEEN_NOTHING);
+		assert_int_equal(r->into[SIDE_CLIENT].received, (size_t)round);
+	}
+	assert_int_equal(pull(r, SIDE_UPSTREAM), SEEN_NOTHING);
+	expect_no_record(r);
+}
+
 int
 main(void)
 {
@@ -924,6 +977,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(half_close_client_first, rig_setup, rig_teardown),
 		cmocka_unit_test_setup_teardown(half_close_upstream_first, rig_setup, rig_teardown),
 		cmocka_unit_test_setup_teardown(backpressure_bounded, rig_setup, rig_teardown),
+		cmocka_unit_test_setup_teardown(idle_closes_quiet, rig_setup, rig_teardown),
+		cmocka_unit_test_setup_teardown(idle_spares_traffic, rig_setup, rig_teardown),
 		cmocka_unit_test_setup_teardown(fin_delivers_owed, rig_setup, rig_teardown),
 		cmocka_unit_test_setup_teardown(linger_gives_up, rig_setup, rig_teardown),
 	};
