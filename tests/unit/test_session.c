@@ -864,31 +864,31 @@ fin_delivers_owed(void **state)
 }
 
 /*
- * teardown = fin gives up on a live peer that never takes its bytes and
- * never closes: the record was written at the reset, and LINGER_MS later
- * (not before) the client's connection is closed.  The client sends a few
- * bytes meanwhile, which the proxy leaves unread while it waits to deliver
- * its own, so that closing is a RST the client sees at once without
- * reading; a FIN would do as well.  Takes LINGER_MS.
+ * After stalled_upstream_resets(): the client never reads and never closes
+ * but sends a byte at once and, when every_ms > 0, another every every_ms.
+ * The proxy leaves those unread while it waits to deliver its own bytes, so
+ * giving up is a close with unread data, a RST the client sees at once
+ * without reading (a FIN would do as well).  Fails unless that comes
+ * LINGER_MS after the reset, not before and not more than SLACK_MS later.
  */
 static void
-linger_gives_up(void **state)
+expect_given_up(struct rig *r, uint64_t reset_at, unsigned every_ms)
 {
-	struct rig *r = *state;
-	uint64_t reset_at, logged_at, deadline;
-	int client;
+	int client = r->fd[SIDE_CLIENT];
+	uint64_t deadline = now_ms() + LINGER_MS + SLACK_MS, next = now_ms();
+	size_t sent = 0;
 
-	stalled_upstream_resets(r, &reset_at);
-	logged_at = now_ms();
-	client = r->fd[SIDE_CLIENT];
-	push(r, SIDE_CLIENT, 100);
-	assert_int_equal(r->into[SIDE_UPSTREAM].sent, 100);
-	deadline = logged_at + LINGER_MS + SLACK_MS;
-	while (tcp_state(client) == TCP_ESTABLISHED)
+	while (tcp_state(client) == TCP_ESTABLISHED) {
+		if (now_ms() >= next && (sent == 0 || every_ms > 0)) {
+			push(r, SIDE_CLIENT, ++sent);
+			assert_int_equal(r->into[SIDE_UPSTREAM].sent, sent);
+			next += every_ms;
+		}
 		step(r, deadline, "the proxy to give up on the client");
+	}
 	/*
-	 * The proxy started lingering after the reset and before the record
-	 * was seen; libevent's coarse clock may fire a timer a few ms early.
+	 * The proxy started lingering after the reset; libevent's coarse clock
+	 * may fire a timer a few ms early.
 	 */
 	if (now_ms() + 10 < reset_at + LINGER_MS)
 		fail_msg("the client's connection ended %llu ms after the reset, before the linger",
@@ -896,6 +896,41 @@ linger_gives_up(void **state)
 	if (tcp_state(client) != TCP_CLOSE && tcp_state(client) != TCP_CLOSE_WAIT)
 		fail_msg("client in TCP state %d, expected closed (RST) or close_wait (FIN)",
 		    tcp_state(client));
+}
+
+/*
+ * teardown = fin gives up on a live peer that never takes its bytes and
+ * never closes: the record was written at the reset, and LINGER_MS later
+ * (not before) the client's connection is closed.  Takes LINGER_MS.
+ */
+static void
+linger_gives_up(void **state)
+{
+	struct rig *r = *state;
+	uint64_t reset_at;
+
+	stalled_upstream_resets(r, &reset_at);
+	expect_given_up(r, reset_at, 0);
+}
+
+/*
+ * KNOWN BUG, fails today, so it runs only with KAPROXY_TEST_KNOWN_BUGS set
+ * (skipped otherwise): the same client sending a byte every 2 s is never
+ * given up on.  session.c arms the linger as the timeout of the live leg's
+ * EV_PERSIST event, and libevent restarts such a timeout whenever the event
+ * fires for I/O: every byte the peer sends (or write readiness) pushes the
+ * end of the linger a full FIN_LINGER_MS away.  Takes LINGER_MS + SLACK_MS.
+ */
+static void
+known_bug_linger_extended_by_peer_bytes(void **state)
+{
+	struct rig *r = *state;
+	uint64_t reset_at;
+
+	if (getenv("KAPROXY_TEST_KNOWN_BUGS") == NULL)
+		skip();
+	stalled_upstream_resets(r, &reset_at);
+	expect_given_up(r, reset_at, 2000);
 }
 
 /*
@@ -961,6 +996,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(idle_spares_traffic, rig_setup, rig_teardown),
 		cmocka_unit_test_setup_teardown(fin_delivers_owed, rig_setup, rig_teardown),
 		cmocka_unit_test_setup_teardown(linger_gives_up, rig_setup, rig_teardown),
+		cmocka_unit_test_setup_teardown(known_bug_linger_extended_by_peer_bytes, rig_setup,
+		    rig_teardown),
 	};
 	enum { N_FIXED = sizeof(fixed) / sizeof(fixed[0]) };
 	struct CMUnitTest tests[N_FIXED + N_ROWS];
