@@ -349,6 +349,27 @@ connecting_event(struct session *s, short what)
 }
 
 /* Finish a teardown = fin: deliver what the live peer is owed, FIN, await its close. */
+/*
+ * The linger's deadline is FIN_LINGER_MS after it started (last_active_ms,
+ * set by linger_start), not after the last event: libevent restarts a
+ * persistent event's timeout whenever it fires for I/O, so a peer sending a
+ * byte now and then would otherwise keep the linger alive for ever.  Returns
+ * false when the deadline has passed or cannot be re-armed.
+ */
+static bool
+linger_rearm(struct leg *leg)
+{
+	struct session *s = leg->session;
+	uint64_t spent = now_ms() - s->last_active_ms;
+	struct timeval rest;
+
+	if (spent >= FIN_LINGER_MS)
+		return false;
+	rest = ms_to_tv(FIN_LINGER_MS - spent);
+	return event_add(&leg->ev, &rest) == 0;
+}
+
+/* Finish a teardown = fin: deliver what the live peer is owed, FIN, await its close. */
 static void
 linger_event(struct leg *leg, short what)
 {
@@ -357,7 +378,7 @@ linger_event(struct leg *leg, short what)
 	struct pump_result r;
 	ssize_t n;
 
-	if (what & EV_TIMEOUT)
+	if ((what & EV_TIMEOUT) || !linger_rearm(leg))
 		goto done;
 	r = pump_finish(&dead->pump, &leg->pump);
 	if (r.status == PUMP_WAIT)
@@ -589,6 +610,7 @@ linger_start(struct session *s, struct leg *live)
 	struct timeval linger = ms_to_tv(FIN_LINGER_MS);
 
 	s->state = STATE_LINGER;
+	s->last_active_ms = now_ms();      /* from here: when the linger started */
 	pump_end_release(s->origin->pool, &live->pump);    /* owed to the dead peer: dropped */
 	event_del(&live->ev);
 	event_assign(&live->ev, s->origin->base, live->pump.fd,
