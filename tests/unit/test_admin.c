@@ -10,7 +10,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include "loopback.h"
+#include "harness.h"
 
 #include <netinet/in.h>
 #include <pthread.h>
@@ -37,15 +37,6 @@ struct fixture {
 	struct endpoint ep;
 	struct admin *admin;
 };
-
-static uint64_t
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 /* GET path; returns the whole response (headers and body) in buf. */
 static void

@@ -24,7 +24,7 @@
 
 #include <cmocka.h>
 
-#include "loopback.h"
+#include "harness.h"
 
 #include "kaproxy/pump.h"
 

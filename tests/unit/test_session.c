@@ -21,7 +21,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include "loopback.h"
+#include "harness.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -104,15 +104,6 @@ struct rig {
 	struct flow into[2];         /* bytes toward the client, toward the upstream */
 	char log_path[64];
 };
-
-static uint64_t
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static enum side
 other(enum side side)

@@ -12,7 +12,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include "loopback.h"
+#include "harness.h"
 
 #include <dirent.h>
 #include <errno.h>

@@ -1,14 +1,27 @@
 /*
- * loopback: what the unit tests that need real TCP share, on 127.0.0.1
- * only and without root.  Include after <cmocka.h>.
+ * harness: what the unit tests that need real TCP and real time share:
+ * loopback sockets (127.0.0.1 only, no root) and a monotonic clock.
+ * Include after <cmocka.h>.
  */
-#ifndef KAPROXY_TEST_LOOPBACK_H
-#define KAPROXY_TEST_LOOPBACK_H
+#ifndef KAPROXY_TEST_HARNESS_H
+#define KAPROXY_TEST_HARNESS_H
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stdint.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
+
+/* Milliseconds on the monotonic clock. */
+static inline uint64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
 
 /* A TCP socket bound to an ephemeral port of 127.0.0.1; *addr says which. */
 static inline int
