@@ -884,7 +884,7 @@ fin_delivers_owed(void **state)
 }
 
 /*
- * After stalled_upstream_resets(): the client never reads and never closes;
+ * stalled_upstream_resets(), then the client never reads and never closes;
  * it sends nothing when every_ms < 0, else a byte at once and, when
  * every_ms > 0, another every every_ms.  The proxy leaves those unread
  * while it waits to deliver its own bytes, so giving up is a close with
@@ -893,11 +893,16 @@ fin_delivers_owed(void **state)
  * after the reset, not before and not more than SLACK_MS later.
  */
 static void
-expect_given_up(struct rig *r, uint64_t reset_at, int every_ms)
+expect_given_up(struct rig *r, int every_ms)
 {
-	int client = r->fd[SIDE_CLIENT];
-	uint64_t deadline = now_ms() + LINGER_MS + SLACK_MS, next = now_ms();
+	uint64_t reset_at, deadline, next;
 	size_t sent = 0;
+	int client;
+
+	stalled_upstream_resets(r, &reset_at);
+	client = r->fd[SIDE_CLIENT];
+	deadline = now_ms() + LINGER_MS + SLACK_MS;
+	next = now_ms();
 
 	while (tcp_state(client) == TCP_ESTABLISHED) {
 		if (every_ms >= 0 && now_ms() >= next && (sent == 0 || every_ms > 0)) {
@@ -927,11 +932,7 @@ expect_given_up(struct rig *r, uint64_t reset_at, int every_ms)
 static void
 linger_gives_up(void **state)
 {
-	struct rig *r = *state;
-	uint64_t reset_at;
-
-	stalled_upstream_resets(r, &reset_at);
-	expect_given_up(r, reset_at, 0);
+	expect_given_up(*state, 0);
 }
 
 /*
@@ -955,12 +956,8 @@ skip_known_bug(void)
 static void
 known_bug_linger_extended_by_peer_bytes(void **state)
 {
-	struct rig *r = *state;
-	uint64_t reset_at;
-
 	skip_known_bug();
-	stalled_upstream_resets(r, &reset_at);
-	expect_given_up(r, reset_at, 2000);
+	expect_given_up(*state, 2000);
 }
 
 /*
@@ -975,12 +972,8 @@ known_bug_linger_extended_by_peer_bytes(void **state)
 static void
 known_bug_linger_give_up_unseen_by_silent_peer(void **state)
 {
-	struct rig *r = *state;
-	uint64_t reset_at;
-
 	skip_known_bug();
-	stalled_upstream_resets(r, &reset_at);
-	expect_given_up(r, reset_at, -1);
+	expect_given_up(*state, -1);
 }
 
 /*
