@@ -379,14 +379,14 @@ linger_event(struct leg *leg, short what)
 	ssize_t n;
 
 	if ((what & EV_TIMEOUT) || !linger_rearm(leg))
-		goto done;
+		goto give_up;
 	r = pump_finish(&dead->pump, &leg->pump);
 	if (r.status == PUMP_WAIT)
 		return;
 	if (r.status != PUMP_DONE) {
 		/* Logged already: a live peer failing now only ends the linger early. */
 		log_debug("session %llu: linger: %s", (unsigned long long)s->id, strerror(r.err));
-		goto done;
+		goto give_up;
 	}
 	/*
 	 * Closing with unread bytes would send RST (RFC 2525 2.17): read and
@@ -400,7 +400,15 @@ linger_event(struct leg *leg, short what)
 			return;
 		break;
 	}
-done:
+	session_free(s);
+	return;
+give_up:
+	/*
+	 * A FIN now would queue behind what the peer never took: its
+	 * connection would stay open and ours would live on, orphaned, holding
+	 * those bytes.  A reset ends both at once.
+	 */
+	leg_close(leg, true);
 	session_free(s);
 }
 

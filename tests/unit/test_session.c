@@ -855,25 +855,31 @@ fin_delivers_owed(void **state)
 }
 
 /*
- * After stalled_upstream_resets(): the client never reads and never closes
- * but sends a byte at once and, when every_ms > 0, another every every_ms.
- * The proxy leaves those unread while it waits to deliver its own bytes, so
- * giving up is a close with unread data, a RST the client sees at once
- * without reading (a FIN would do as well).  Fails unless that comes
- * LINGER_MS after the reset, not before and not more than SLACK_MS later.
+ * stalled_upstream_resets(), then the client never reads and never closes;
+ * it sends nothing when every_ms < 0, else a byte at once and, when
+ * every_ms > 0, another every every_ms.  The proxy leaves those unread
+ * while it waits to deliver its own bytes, so giving up is a close with
+ * unread data, a RST the client sees at once without reading (a FIN would
+ * do as well).  Fails unless the client's connection is closed LINGER_MS
+ * after the reset, not before and not more than SLACK_MS later.
  */
 static void
-expect_given_up(struct rig *r, uint64_t reset_at, unsigned every_ms)
+expect_given_up(struct rig *r, int every_ms)
 {
-	int client = r->fd[SIDE_CLIENT];
-	uint64_t deadline = now_ms() + LINGER_MS + SLACK_MS, next = now_ms();
+	uint64_t reset_at, deadline, next;
 	size_t sent = 0;
+	int client;
+
+	stalled_upstream_resets(r, &reset_at);
+	client = r->fd[SIDE_CLIENT];
+	deadline = now_ms() + LINGER_MS + SLACK_MS;
+	next = now_ms();
 
 	while (tcp_state(client) == TCP_ESTABLISHED) {
-		if (now_ms() >= next && (sent == 0 || every_ms > 0)) {
+		if (every_ms >= 0 && now_ms() >= next && (sent == 0 || every_ms > 0)) {
 			push(r, SIDE_CLIENT, ++sent);
 			assert_int_equal(r->into[SIDE_UPSTREAM].sent, sent);
-			next += every_ms;
+			next += (unsigned)every_ms;
 		}
 		step(r, deadline, "the proxy to give up on the client");
 	}
@@ -897,11 +903,7 @@ expect_given_up(struct rig *r, uint64_t reset_at, unsigned every_ms)
 static void
 linger_gives_up(void **state)
 {
-	struct rig *r = *state;
-	uint64_t reset_at;
-
-	stalled_upstream_resets(r, &reset_at);
-	expect_given_up(r, reset_at, 0);
+	expect_given_up(*state, 0);
 }
 
 /*
@@ -913,11 +915,20 @@ linger_gives_up(void **state)
 static void
 linger_not_extended_by_peer_bytes(void **state)
 {
-	struct rig *r = *state;
-	uint64_t reset_at;
+	expect_given_up(*state, 2000);
+}
 
-	stalled_upstream_resets(r, &reset_at);
-	expect_given_up(r, reset_at, 2000);
+/*
+ * Giving up on a client that sends nothing either is seen by it at once:
+ * the live leg is reset, not closed with a FIN that would queue behind the
+ * megabytes of unsent data the client will never read (its connection
+ * would stay established, and the proxy's side would live on as an orphaned
+ * FIN-WAIT-1 socket holding that data).  Takes LINGER_MS + SLACK_MS.
+ */
+static void
+linger_give_up_seen_by_silent_peer(void **state)
+{
+	expect_given_up(*state, -1);
 }
 
 /*
@@ -985,6 +996,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(linger_gives_up, rig_setup, rig_teardown),
 		cmocka_unit_test_setup_teardown(linger_not_extended_by_peer_bytes, rig_setup,
 		    rig_teardown),
+		cmocka_unit_test_setup_teardown(linger_give_up_seen_by_silent_peer,
+		    rig_setup, rig_teardown),
 	};
 	enum { N_FIXED = sizeof(fixed) / sizeof(fixed[0]) };
 	struct CMUnitTest tests[N_FIXED + N_ROWS];
