@@ -186,7 +186,8 @@ accesslog_render(const struct access_record *rec, char *buf, size_t size)
 	/* Leave room for the closing "}\n" whatever happens. */
 	size -= 2;
 	gmtime_r(&secs, &tm);
-	json_append(buf, size, &len, "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03uZ\",\"id\":%" PRIu64,
+	json_append(buf, size, &len,
+	    "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03uZ\",\"event\":\"close\",\"id\":%" PRIu64,
 	    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
 	    (unsigned)(rec->ts_ms % 1000), rec->id);
 	json_append(buf, size, &len, ",\"listener\":\"");

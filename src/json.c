@@ -55,8 +55,11 @@ json_escape(char *buf, size_t size, size_t *len, const char *s)
 void
 json_tcp_snapshot(char *buf, size_t size, size_t *len, const char *key, const struct tcp_snapshot *t)
 {
-	if (t == NULL)
+	if (t == NULL) {
+		/* A leg that never existed (or whose figures could not be read): null, never missing. */
+		json_append(buf, size, len, ",\"%s\":null", key);
 		return;
+	}
 	json_append(buf, size, len,
 	    ",\"%s\":{\"state\":\"%s\",\"rtt_us\":%" PRIu32 ",\"rttvar_us\":%" PRIu32
 	    ",\"retrans\":%" PRIu32 ",\"probes\":%u,\"unacked\":%" PRIu32

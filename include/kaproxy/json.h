@@ -17,7 +17,7 @@ void json_escape(char *buf, size_t size, size_t *len, const char *s);
 void json_append(char *buf, size_t size, size_t *len, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-/* Append ,"key":{...TCP_INFO figures...}; nothing when t is NULL. */
+/* Append ,"key":{...TCP_INFO figures...}, or ,"key":null when t is NULL. */
 void json_tcp_snapshot(char *buf, size_t size, size_t *len, const char *key,
     const struct tcp_snapshot *t);
 

@@ -362,13 +362,11 @@ def parse_ts(ts):
 
 
 # What the contract (the spec's "Access log line") promises in every record
-# of a closed connection.  It also promises "event": "close" and a null (not
-# missing) *_tcp for a leg that never existed; kaproxy does not write those
-# yet (tests/unit/test_accesslog.c asserts the omission), so they are not
-# required here until it does: then add "event" and "upstream_tcp" below.
-PROMISED = ("ts", "id", "listener", "client", "upstream", "duration_ms",
+# of a closed connection: *_tcp are always there, null for a leg that never
+# existed.
+PROMISED = ("ts", "event", "id", "listener", "client", "upstream", "duration_ms",
             "bytes_from_client", "bytes_to_client", "close_reason", "teardown",
-            "client_tcp")
+            "client_tcp", "upstream_tcp")
 CLOSE_REASONS = ("client_fin", "upstream_fin", "client_reset", "upstream_reset",
                  "client_timeout", "upstream_timeout", "client_error", "upstream_error",
                  "connect_failed", "connect_timeout", "idle_timeout", "shutdown", "admin",
@@ -861,13 +859,13 @@ class Lab:
         allowed = teardown if isinstance(teardown, tuple) else (teardown,)
         self.check(rec["teardown"] in allowed, "%s: teardown %s (got %r)"
                    % (what, " or ".join(allowed), rec["teardown"]))
+        self.check(rec["event"] == "close", "%s: event close (got %r)" % (what, rec["event"]))
         self.check(isinstance(rec["client_tcp"], dict), "%s: client_tcp figures" % what)
         if reason in NO_UPSTREAM:
-            # The contract's null; kaproxy leaves it out today (see PROMISED).
-            self.check(rec.get("upstream_tcp") is None,
-                       "%s: no upstream_tcp figures: no upstream leg existed" % what)
+            self.check(rec["upstream_tcp"] is None,
+                       "%s: upstream_tcp null: no upstream leg existed" % what)
         else:
-            self.check(isinstance(rec.get("upstream_tcp"), dict), "%s: upstream_tcp figures" % what)
+            self.check(isinstance(rec["upstream_tcp"], dict), "%s: upstream_tcp figures" % what)
         if reason in DEAD_PEER:
             self.check(isinstance(rec.get("detect_ms"), int) and rec["detect_ms"] >= 0,
                        "%s: detect_ms %r for a dead peer" % (what, rec.get("detect_ms")))
