@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Goal: forwarding allocates nothing per byte.  The same single connection
 # carries 1 MiB, then (in a second run) 1 GiB through kaproxy under valgrind;
-# the heap allocation counts of the two runs must be equal, and valgrind
-# must report no memory error.  Loopback only; ports 62800-62801.
+# the heap allocation counts of the two runs must be equal, valgrind must
+# report no memory error, and the sink must have received every byte sent.
+# Loopback only; ports 62800-62801.
 set -euo pipefail
 kaproxy=${1:?usage: alloc-per-byte.sh KAPROXY}
 command -v valgrind >/dev/null || { echo "valgrind not installed: skipped"; exit 77; }
@@ -21,15 +22,22 @@ listen = 127.0.0.1:62801
 upstream = 127.0.0.1:62800
 INI
 
-python3 - "$dir/sink.ready" <<'PY' &
+python3 - "$dir/sink.ready" "$dir/sink.counts" <<'PY' &
 import socket, sys
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("127.0.0.1", 62800)); s.listen(4)
 open(sys.argv[1], "w").close()
 while True:
     c, _ = s.accept()
-    while c.recv(1 << 20):
-        pass
+    total = 0
+    while True:
+        n = len(c.recv(1 << 20))
+        if n == 0:
+            break
+        total += n
+    # Written before the close the client waits for, so it is there when it returns.
+    with open(sys.argv[2], "a") as f:
+        f.write("%d\n" % total)
     c.close()
 PY
 pids+=($!)
@@ -62,6 +70,9 @@ c.close()
 PY
 	kill -TERM $vp
 	wait $vp || { echo "kaproxy under valgrind exited $?"; cat "$dir/vg-$1.log"; return 1; }
+	got=$(tail -n 1 "$dir/sink.counts")
+	[ "$got" = $(( $1 * 1048576 )) ] ||
+		{ echo "FAIL: the sink received $got bytes of $(( $1 * 1048576 ))" >&2; return 1; }
 	grep -o 'total heap usage: [0-9,]* allocs' "$dir/vg-$1.log" | tr -dc '0-9'
 }
 
