@@ -198,6 +198,45 @@ def proc_socket_fds(pid):
     return fds
 
 
+def proc_fd_count(pid):
+    """How many file descriptors pid has open."""
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def proc_rss_kib(pid):
+    """pid's resident set size in KiB (VmRSS)."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise Failure("no VmRSS for pid %d" % pid)
+
+
+def proc_usage(pid):
+    """{"fds": open descriptors, "rss_kib": resident KiB} of pid now."""
+    return {"fds": proc_fd_count(pid), "rss_kib": proc_rss_kib(pid)}
+
+
+def wait_back_to_baseline(pid, base, rss_slack_kib, timeout=10.0, what="kaproxy"):
+    """Wait until pid holds no more descriptors than in base (a proc_usage()
+    taken before the load) and its RSS is within rss_slack_kib of base's;
+    returns the usage seen.  The allocator may keep some freed memory, hence
+    the slack; a descriptor has no excuse."""
+    seen = {}
+
+    def back():
+        seen.update(proc_usage(pid))
+        return (seen["fds"] <= base["fds"] and
+                seen["rss_kib"] <= base["rss_kib"] + rss_slack_kib)
+    try:
+        wait_until(back, timeout, "%s back to baseline" % what, interval=0.1)
+    except Failure:
+        raise Failure("%s not back to baseline: %s, baseline %s (RSS slack %d KiB)"
+                      % (what, seen, base, rss_slack_kib))
+    log("%s back to baseline: %s (baseline %s)" % (what, seen, base))
+    return dict(seen)
+
+
 _SYS_pidfd_open, _SYS_pidfd_getfd = 434, 438
 
 
