@@ -207,7 +207,10 @@ accesslog_render(const struct access_record *rec, char *buf, size_t size)
 		json_append(buf, size, &len, "\"");
 	}
 	if (rec->detect_ms >= 0)
-		json_append(buf, size, &len, ",\"detect_ms\":%" PRId64, rec->detect_ms);
+		json_append(buf, size, &len, ",\"detect_ms\":%" PRId64 ",\"peer_state\":\"%s\"",
+		    rec->detect_ms, rec->peer_state);
+	if (rec->stalled_ms >= 0)
+		json_append(buf, size, &len, ",\"stalled_ms\":%" PRId64, rec->stalled_ms);
 	json_tcp_snapshot(buf, size, &len, "client_tcp", rec->client_tcp);
 	json_tcp_snapshot(buf, size, &len, "upstream_tcp", rec->upstream_tcp);
 	buf[len++] = '}';

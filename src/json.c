@@ -63,8 +63,14 @@ json_tcp_snapshot(char *buf, size_t size, size_t *len, const char *key, const st
 	json_append(buf, size, len,
 	    ",\"%s\":{\"state\":\"%s\",\"rtt_us\":%" PRIu32 ",\"rttvar_us\":%" PRIu32
 	    ",\"retrans\":%" PRIu32 ",\"probes\":%u,\"unacked\":%" PRIu32
-	    ",\"last_data_recv_ms\":%" PRIu32 ",\"last_ack_recv_ms\":%" PRIu32 "}",
+	    ",\"last_data_recv_ms\":%" PRIu32 ",\"last_ack_recv_ms\":%" PRIu32
+	    ",\"last_data_sent_ms\":%" PRIu32,
 	    key, sockopt_state_name(t->state), t->rtt_us, t->rttvar_us, t->total_retrans,
-	    (unsigned)t->probes, t->unacked, t->last_data_recv_ms, t->last_ack_recv_ms);
+	    (unsigned)t->probes, t->unacked, t->last_data_recv_ms, t->last_ack_recv_ms,
+	    t->last_data_sent_ms);
+	if (t->snd_wnd == TCP_SNAPSHOT_NO_WND)
+		json_append(buf, size, len, ",\"snd_wnd\":null}");
+	else
+		json_append(buf, size, len, ",\"snd_wnd\":%" PRIu32 "}", t->snd_wnd);
 }
 

@@ -517,11 +517,26 @@ detect_ms(const struct tcp_snapshot *snap)
 	    snap->last_ack_recv_ms : snap->last_data_recv_ms;
 }
 
+/*
+ * Whether a leg the kernel gave up on (*_timeout) was alive but not reading.
+ * Its window is shut and the last window probe was answered (the kernel
+ * clears tcpi_probes on each answer); with TCP_USER_TIMEOUT set, Linux
+ * aborts such a leg once the window has stayed shut that long.  A silent
+ * peer leaves its probes or retransmissions unanswered, whatever its window.
+ */
+static bool
+not_reading(const struct tcp_snapshot *snap)
+{
+	return snap->snd_wnd == 0 && snap->probes == 0;
+}
+
 /* What the close of a session learned from the kernel, for its log line. */
 struct close_facts {
 	struct tcp_snapshot tcp[2];   /* by enum side */
 	bool have[2];
 	int64_t detect_ms;            /* -1 unless a *_timeout could be timed */
+	const char *peer_state;       /* with detect_ms: silent or not_reading */
+	int64_t stalled_ms;           /* not_reading: since the peer last took data */
 };
 
 /*
@@ -536,12 +551,19 @@ close_facts(struct session *s, enum close_reason reason, const struct leg *dead,
 	int side;
 
 	f->detect_ms = -1;
+	f->stalled_ms = -1;
+	f->peer_state = NULL;
 	for (side = SIDE_CLIENT; side <= SIDE_UPSTREAM; side++)
 		f->have[side] = (logging || (dead == legs[side] && reason_is_timeout(reason))) &&
 		    sockopt_tcp_snapshot(legs[side]->pump.fd, &f->tcp[side]) == 0;
 	if (dead == NULL || !reason_is_timeout(reason) || !f->have[dead->side])
 		return;
 	f->detect_ms = detect_ms(&f->tcp[dead->side]);
+	f->peer_state = "silent";
+	if (not_reading(&f->tcp[dead->side])) {
+		f->peer_state = "not_reading";
+		f->stalled_ms = f->tcp[dead->side].last_data_sent_ms;
+	}
 	stats_observe(&s->origin->stats->detect_seconds[dead->side], stats_detect_bounds,
 	    STATS_DETECT_BUCKETS, (double)f->detect_ms / 1000.0);
 }
@@ -563,6 +585,8 @@ session_log(struct session *s, enum teardown teardown, const struct close_facts 
 		.teardown = teardown,
 		.err = s->err,
 		.detect_ms = f->detect_ms,
+		.peer_state = f->peer_state,
+		.stalled_ms = f->stalled_ms,
 		.client_tcp = f->have[SIDE_CLIENT] ? &f->tcp[SIDE_CLIENT] : NULL,
 		.upstream_tcp = f->have[SIDE_UPSTREAM] ? &f->tcp[SIDE_UPSTREAM] : NULL,
 	};

@@ -4,7 +4,8 @@
  */
 #include <errno.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
+#include <linux/tcp.h>          /* struct tcp_info with tcpi_snd_wnd (glibc's lacks it) */
+#include <stddef.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -74,6 +75,10 @@ sockopt_tcp_snapshot(int fd, struct tcp_snapshot *snap)
 	snap->unacked = info.tcpi_unacked;
 	snap->last_data_recv_ms = info.tcpi_last_data_recv;
 	snap->last_ack_recv_ms = info.tcpi_last_ack_recv;
+	snap->last_data_sent_ms = info.tcpi_last_data_sent;
+	/* A kernel older than the field returns a shorter struct. */
+	snap->snd_wnd = len >= offsetof(struct tcp_info, tcpi_snd_wnd) + sizeof(info.tcpi_snd_wnd) ?
+	    info.tcpi_snd_wnd : TCP_SNAPSHOT_NO_WND;
 	return 0;
 }
 

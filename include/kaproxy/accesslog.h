@@ -27,6 +27,8 @@ struct access_record {
 	enum teardown teardown;
 	int err;                      /* errno behind the reason, 0 for none */
 	int64_t detect_ms;            /* -1 when not a timeout */
+	const char *peer_state;       /* with detect_ms: "silent" or "not_reading" */
+	int64_t stalled_ms;           /* not_reading: how long its window stayed shut, else -1 */
 	const struct tcp_snapshot *client_tcp;   /* NULL when the leg had no socket */
 	const struct tcp_snapshot *upstream_tcp;
 };

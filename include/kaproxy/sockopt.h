@@ -22,7 +22,11 @@ struct tcp_snapshot {
 	uint32_t unacked;
 	uint32_t last_data_recv_ms;
 	uint32_t last_ack_recv_ms;
+	uint32_t last_data_sent_ms;   /* since the peer last accepted new data */
+	uint32_t snd_wnd;             /* peer's receive window, TCP_SNAPSHOT_NO_WND if unknown */
 };
+
+#define TCP_SNAPSHOT_NO_WND UINT32_MAX
 
 /*
  * Apply a leg policy to fd: SO_KEEPALIVE and, whether keepalive is on or not,

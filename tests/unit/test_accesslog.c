@@ -40,6 +40,8 @@ sample(void)
 	rec.teardown = TEARDOWN_RST;
 	rec.err = ETIMEDOUT;
 	rec.detect_ms = 4000;
+	rec.peer_state = "silent";
+	rec.stalled_ms = -1;
 	return rec;
 }
 
@@ -48,8 +50,10 @@ test_full_line(void **state)
 {
 	struct access_record rec = sample();
 	struct tcp_snapshot c = { .state = 1, .rtt_us = 50, .rttvar_us = 10, .total_retrans = 0,
-		.probes = 0, .unacked = 0, .last_data_recv_ms = 5, .last_ack_recv_ms = 4 };
-	struct tcp_snapshot u = { .state = 7, .probes = 3, .total_retrans = 2 };
+		.probes = 0, .unacked = 0, .last_data_recv_ms = 5, .last_ack_recv_ms = 4,
+		.last_data_sent_ms = 6, .snd_wnd = 65535 };
+	struct tcp_snapshot u = { .state = 7, .probes = 3, .total_retrans = 2,
+		.snd_wnd = TCP_SNAPSHOT_NO_WND };
 	char buf[ACCESSLOG_LINE_MAX];
 	size_t len;
 
@@ -63,11 +67,28 @@ test_full_line(void **state)
 	    "\"client\":\"198.51.100.7:40112\",\"upstream\":\"192.0.2.10:5432\","
 	    "\"duration_ms\":1234,\"bytes_from_client\":12,\"bytes_to_client\":13,"
 	    "\"close_reason\":\"upstream_timeout\",\"teardown\":\"rst\","
-	    "\"detail\":\"Connection timed out\",\"detect_ms\":4000,"
+	    "\"detail\":\"Connection timed out\",\"detect_ms\":4000,\"peer_state\":\"silent\","
 	    "\"client_tcp\":{\"state\":\"established\",\"rtt_us\":50,\"rttvar_us\":10,"
-	    "\"retrans\":0,\"probes\":0,\"unacked\":0,\"last_data_recv_ms\":5,\"last_ack_recv_ms\":4},"
+	    "\"retrans\":0,\"probes\":0,\"unacked\":0,\"last_data_recv_ms\":5,\"last_ack_recv_ms\":4,"
+	    "\"last_data_sent_ms\":6,\"snd_wnd\":65535},"
 	    "\"upstream_tcp\":{\"state\":\"close\",\"rtt_us\":0,\"rttvar_us\":0,"
-	    "\"retrans\":2,\"probes\":3,\"unacked\":0,\"last_data_recv_ms\":0,\"last_ack_recv_ms\":0}}\n");
+	    "\"retrans\":2,\"probes\":3,\"unacked\":0,\"last_data_recv_ms\":0,\"last_ack_recv_ms\":0,"
+	    "\"last_data_sent_ms\":0,\"snd_wnd\":null}}\n");
+}
+
+static void
+test_not_reading_peer(void **state)
+{
+	struct access_record rec = sample();
+	char buf[ACCESSLOG_LINE_MAX];
+
+	(void)state;
+	rec.detect_ms = 1024;
+	rec.peer_state = "not_reading";
+	rec.stalled_ms = 4260;
+	accesslog_render(&rec, buf, sizeof(buf));
+	assert_non_null(strstr(buf, ",\"detect_ms\":1024,\"peer_state\":\"not_reading\","
+	    "\"stalled_ms\":4260,\"client_tcp\":null"));
 }
 
 static void
@@ -81,9 +102,12 @@ test_optional_fields_omitted(void **state)
 	rec.teardown = TEARDOWN_NONE;
 	rec.err = 0;
 	rec.detect_ms = -1;
+	rec.peer_state = NULL;
 	accesslog_render(&rec, buf, sizeof(buf));
 	assert_null(strstr(buf, "detail"));
 	assert_null(strstr(buf, "detect_ms"));
+	assert_null(strstr(buf, "peer_state"));
+	assert_null(strstr(buf, "stalled_ms"));
 	/* Legs without figures are null, never missing. */
 	assert_non_null(strstr(buf, "\"close_reason\":\"client_fin\",\"teardown\":\"none\","
 	    "\"client_tcp\":null,\"upstream_tcp\":null}\n"));
@@ -185,6 +209,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_full_line),
+		cmocka_unit_test(test_not_reading_peer),
 		cmocka_unit_test(test_optional_fields_omitted),
 		cmocka_unit_test(test_listener_name_escaped),
 		cmocka_unit_test(test_ipv6_client),
