@@ -410,7 +410,8 @@ CLOSE_REASONS = ("client_fin", "upstream_fin", "client_reset", "upstream_reset",
                  "client_timeout", "upstream_timeout", "client_error", "upstream_error",
                  "connect_failed", "connect_timeout", "idle_timeout", "shutdown", "admin",
                  "bad_proxy_header")
-DEAD_PEER = ("client_timeout", "upstream_timeout")     # these carry detect_ms
+DEAD_PEER = ("client_timeout", "upstream_timeout")     # these carry detect_ms, peer_state
+PEER_STATES = ("silent", "not_reading")
 NO_UPSTREAM = ("connect_failed", "connect_timeout")    # no upstream leg existed
 TEARDOWNS = ("rst", "fin", "none")
 
@@ -908,6 +909,10 @@ class Lab:
         if reason in DEAD_PEER:
             self.check(isinstance(rec.get("detect_ms"), int) and rec["detect_ms"] >= 0,
                        "%s: detect_ms %r for a dead peer" % (what, rec.get("detect_ms")))
+            self.check(rec.get("peer_state") in PEER_STATES,
+                       "%s: peer_state %r for a dead peer" % (what, rec.get("peer_state")))
+            self.check(("stalled_ms" in rec) == (rec["peer_state"] == "not_reading"),
+                       "%s: stalled_ms exactly when the peer was not reading" % what)
         for k, want in exact.items():
             self.check(rec.get(k) == want, "%s: %s %r (got %r)" % (what, k, want, rec.get(k)))
         return rec
