@@ -19,6 +19,10 @@
 # does not start); kaproxy failing to build, start or finish a test is
 # reported in the table and the JSON, never as a failure, nor is performance.
 #
+# --strict (what CI runs): also exit non-zero when any target is missing,
+# does not start, or errs or times out in any test, so a green run means
+# every figure was measured.
+#
 # Environment: KAPROXY_BIN=path uses that binary instead of building one;
 # BENCH_THREADS=N sets kaproxy workers and HAProxy nbthread (default 1);
 # BENCH_BUILD_DIR=dir (default bench/.build).
@@ -27,6 +31,7 @@ set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
 QUICK=0
+STRICT=0
 OUT=""
 
 usage() {
@@ -37,6 +42,7 @@ usage() {
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--quick) QUICK=1 ;;
+	--strict) STRICT=1 ;;
 	--out) [ $# -ge 2 ] || usage 2; OUT=$2; shift ;;
 	--out=*) OUT=${1#--out=} ;;
 	-h|--help) usage 0 ;;
@@ -383,5 +389,18 @@ say "JSON written to $OUT"
 if [ -n "$HARNESS_BROKEN" ]; then
 	say "harness broken:$HARNESS_BROKEN"
 	exit 1
+fi
+if [ "$STRICT" = 1 ]; then
+	bad=""
+	for t in $TARGETS; do
+		[ "${STATUS[$t]}" = ok ] || bad="$bad $t(${STATUS[$t]})"
+	done
+	errs=$(grep -c 'error=' "$RESULTS" || true)
+	if [ -n "$bad" ] || [ "$errs" != 0 ]; then
+		say "strict: not every figure was measured:$bad; $errs test(s) with an error:"
+		grep 'error=' "$RESULTS" >&2 || true
+		exit 1
+	fi
+	say "strict: every target ran every test"
 fi
 exit 0
