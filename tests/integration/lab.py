@@ -454,9 +454,9 @@ class AccessLog:
                 if not isinstance(rec, dict):
                     raise ValueError("not an object")
             except ValueError as e:
+                # kaproxy promises one JSON object per line: anything else fails the run.
                 self.bad.append((raw, str(e)))
-                log("access log: unparsable line %r (%s)" % (raw, e))
-                continue
+                raise Failure("access log: unparsable line %r (%s)" % (raw, e))
             rec["_seen"] = now
             self.records.append(rec)
             log("access log: %s" % raw.decode("utf-8", "replace"))
