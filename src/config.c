@@ -41,6 +41,8 @@
 static const char *const log_level_words[] = { "error", "warn", "info", "debug", NULL };
 static const char *const balance_words[] = { "roundrobin", "first", NULL };
 static const char *const teardown_words[] = { "rst", "fin", NULL };
+/* Indexed by the PROXY protocol version written: 0 is off. */
+static const char *const send_proxy_words[] = { "off", "v1", "v2", NULL };
 _Static_assert(TEARDOWN_RST == 0 && TEARDOWN_FIN == 1, "teardown_words is indexed by the enum");
 
 _Static_assert(sizeof(enum log_level) == sizeof(int), "enums are stored as int");
@@ -107,6 +109,24 @@ static const struct option options[] = {
 	  .words = teardown_words, .fallback = "rst", .off = L(teardown), .label = "teardown",
 	  .help = "How the other leg is closed when one peer is found dead: rst at "
 	  "once, or fin after flushing what that peer is still owed." },
+	{ .name = "send_proxy", .scope = OPTION_LISTENER, .type = &option_enum,
+	  .words = send_proxy_words, .fallback = "off", .off = L(send_proxy),
+	  .label = "send_proxy",
+	  .help = "Write a PROXY protocol header (v1 text or v2 binary) naming the client "
+	  "to the upstream right after connecting, before any client byte, so the "
+	  "server learns the client's address." },
+	{ .name = "accept_proxy", .scope = OPTION_LISTENER, .type = &option_bool,
+	  .fallback = "off", .off = L(accept_proxy), .label = "accept_proxy",
+	  .help = "Each client connection starts with a PROXY protocol v1 or v2 header "
+	  "(from a load balancer in front); the logged and forwarded client is the "
+	  "address it names. A missing, malformed or late header closes the "
+	  "connection (close_reason bad_proxy_header). Only for listeners that "
+	  "nothing but the balancer can reach: the header is trusted." },
+	{ .name = "accept_proxy_timeout", .scope = OPTION_LISTENER, .type = &option_duration,
+	  .min = 1, .max = DURATION_MAX_MS, .fallback = "5s",
+	  .off = L(accept_proxy_timeout_ms),
+	  .help = "With accept_proxy, how long a client may take to send its whole "
+	  "PROXY header." },
 	{ .name = "connect_timeout", .scope = OPTION_LISTENER, .type = &option_duration,
 	  .min = 1, .max = DURATION_MAX_MS, .fallback = "5s", .off = L(connect_timeout_ms),
 	  .label = "connect_timeout",

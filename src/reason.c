@@ -20,6 +20,7 @@ static const char *const reason_names[REASON_COUNT] = {
 	[REASON_CONNECT_TIMEOUT] = "connect_timeout",
 	[REASON_IDLE_TIMEOUT] = "idle_timeout",
 	[REASON_SHUTDOWN] = "shutdown",
+	[REASON_BAD_PROXY_HEADER] = "bad_proxy_header",
 };
 
 const char *

@@ -29,6 +29,7 @@
 #include "kaproxy/accesslog.h"
 #include "kaproxy/json.h"
 #include "kaproxy/log.h"
+#include "kaproxy/proxyproto.h"
 #include "kaproxy/pump.h"
 #include "kaproxy/session.h"
 #include "kaproxy/sockopt.h"
@@ -38,6 +39,7 @@
 #define FIN_LINGER_MS 10000
 
 enum session_state {
+	STATE_HEADER,       /* accept_proxy: reading the client's PROXY header */
 	STATE_CONNECTING,   /* upstream connect in progress, client not read yet */
 	STATE_RUNNING,      /* both legs up, pumping */
 	STATE_LINGER,       /* logged; flushing and closing the live leg with FIN */
@@ -281,6 +283,35 @@ running_event(struct leg *leg, short what)
 		session_close(s, (enum close_reason)s->first_fin, NULL, 0);
 }
 
+/*
+ * send_proxy: the PROXY header naming the client, written to the upstream
+ * before any client byte (the client leg is not read yet).  It names the
+ * address the client connected to on kaproxy.  Returns 0, or -1 once the
+ * session has been closed.  A fresh connection's send buffer takes the
+ * header whole; anything else is the upstream's error.
+ */
+static int
+send_proxy_header(struct session *s)
+{
+	uint8_t header[PROXYPROTO_WRITE_MAX];
+	struct sockaddr_storage local;
+	socklen_t len = sizeof(local);
+	size_t n;
+	ssize_t sent;
+
+	if (getsockname(s->client.pump.fd, (struct sockaddr *)&local, &len) == -1) {
+		session_close(s, REASON_CLIENT_ERROR, &s->client, errno);
+		return -1;
+	}
+	n = proxyproto_write((int)s->origin->cfg->send_proxy,
+	    (const struct sockaddr *)&s->client_addr, (const struct sockaddr *)&local,
+	    header, sizeof(header));
+	sent = send(s->upstream.pump.fd, header, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (sent == (ssize_t)n)
+		return 0;
+	return leg_failed(&s->upstream, sent == -1 ? errno : EAGAIN);
+}
+
 static void
 session_running(struct session *s, short what)
 {
@@ -288,6 +319,8 @@ session_running(struct session *s, short what)
 	struct timeval idle, *timeout = NULL;
 	int err;
 
+	if (lc->send_proxy != 0 && send_proxy_header(s) == -1)
+		return;
 	s->state = STATE_RUNNING;
 	s->last_active_ms = now_ms();
 	stats_observe(&s->origin->stats->connect_seconds, stats_connect_bounds,
@@ -412,6 +445,60 @@ give_up:
 	session_free(s);
 }
 
+/* accept_proxy refused the client's header: log why, reset the client. */
+static void
+header_refused(struct session *s, int err, const char *why)
+{
+	log_debug("session %llu: PROXY header refused: %s", (unsigned long long)s->id, why);
+	session_close(s, REASON_BAD_PROXY_HEADER, NULL, err);
+}
+
+/*
+ * accept_proxy: peek at what the client has sent until it holds a whole
+ * header, consume exactly that (the payload after it stays queued for the
+ * pump), take the client's address from it, then connect upstream.
+ */
+static void
+header_event(struct session *s, short what)
+{
+	uint8_t buf[PROXYPROTO_HEADER_MAX];
+	struct proxyproto_header h;
+	const char *why;
+	ssize_t n;
+	int r;
+
+	if (what & EV_TIMEOUT) {
+		header_refused(s, ETIMEDOUT, "no complete header in time");
+		return;
+	}
+	n = recv(s->client.pump.fd, buf, sizeof(buf), MSG_PEEK);
+	if (n == -1) {
+		if (errno != EAGAIN && errno != EINTR)
+			leg_failed(&s->client, errno);
+		return;
+	}
+	if (n == 0) {
+		header_refused(s, ENODATA, "the client closed before a whole header");
+		return;
+	}
+	r = proxyproto_parse(buf, (size_t)n, &h, &why);
+	if (r == 0)
+		return;     /* the next edge brings more */
+	if (r == -1) {
+		header_refused(s, EPROTO, why);
+		return;
+	}
+	if (recv(s->client.pump.fd, buf, (size_t)r, 0) != r) {
+		header_refused(s, EIO, "the peeked header could not be read");
+		return;
+	}
+	if (h.has_addresses)
+		memcpy(&s->client_addr, &h.src, h.addrlen);
+	event_del(&s->client.ev);
+	s->state = STATE_CONNECTING;
+	upstream_connect_next(s);
+}
+
 static void
 leg_event(evutil_socket_t fd, short what, void *arg)
 {
@@ -420,6 +507,9 @@ leg_event(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	switch (s->state) {
+	case STATE_HEADER:
+		header_event(s, what);
+		break;
 	case STATE_CONNECTING:
 		connecting_event(s, what);
 		break;
@@ -505,6 +595,18 @@ session_start(struct session_origin *origin, int fd, const struct sockaddr *addr
 	s->state = STATE_CONNECTING;
 	LIST_INSERT_HEAD(&origin->set->head, s, entry);
 	origin->set->count++;
+	if (origin->cfg->accept_proxy) {
+		struct timeval tv = ms_to_tv(origin->cfg->accept_proxy_timeout_ms);
+
+		s->state = STATE_HEADER;
+		event_assign(&s->client.ev, origin->base, fd, EV_READ | EV_ET | EV_PERSIST,
+		    leg_event, &s->client);
+		if (event_add(&s->client.ev, &tv) == -1) {
+			log_warn("session %llu: client event", (unsigned long long)id);
+			session_close(s, REASON_CLIENT_ERROR, NULL, errno);
+		}
+		return 0;
+	}
 	upstream_connect_next(s);
 	return 0;
 }
@@ -577,7 +679,7 @@ session_log(struct session *s, enum teardown teardown, const struct close_facts 
 		.id = s->id,
 		.listener = lc->name,
 		.client = (const struct sockaddr *)&s->client_addr,
-		.upstream = current_upstream(s)->text,
+		.upstream = s->attempts > 0 ? current_upstream(s)->text : "",
 		.duration_ms = now_ms() - s->start_ms,
 		.bytes_from_client = s->client.bytes_in,
 		.bytes_to_client = s->upstream.bytes_in,
@@ -615,7 +717,8 @@ teardown_legs(struct session *s, enum close_reason reason, struct leg *dead)
 			leg_close(live, true);
 		return fin ? TEARDOWN_FIN : TEARDOWN_RST;
 	}
-	if (reason == REASON_CONNECT_FAILED || reason == REASON_CONNECT_TIMEOUT) {
+	if (reason == REASON_CONNECT_FAILED || reason == REASON_CONNECT_TIMEOUT ||
+	    reason == REASON_BAD_PROXY_HEADER) {
 		leg_close(&s->upstream, false);
 		leg_close(&s->client, true);
 		return TEARDOWN_RST;
@@ -768,6 +871,7 @@ void
 session_view(struct session *s, struct session_view *v)
 {
 	static const char *const states[] = {
+		[STATE_HEADER] = "proxy_header",
 		[STATE_CONNECTING] = "connecting",
 		[STATE_RUNNING] = "running",
 		[STATE_LINGER] = "closing",

@@ -34,6 +34,9 @@ struct listener_config {
 	uint32_t connect_timeout_ms;
 	uint32_t idle_timeout_ms; /* 0 = off */
 	enum teardown teardown;
+	unsigned send_proxy;      /* PROXY protocol version written upstream, 0 = off */
+	bool accept_proxy;        /* clients start with a PROXY header */
+	uint32_t accept_proxy_timeout_ms;
 	struct leg_policy client;
 	struct leg_policy upstream;
 };

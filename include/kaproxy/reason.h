@@ -23,6 +23,7 @@ enum close_reason {
 	REASON_CONNECT_TIMEOUT,
 	REASON_IDLE_TIMEOUT,
 	REASON_SHUTDOWN,
+	REASON_BAD_PROXY_HEADER,    /* accept_proxy: missing, malformed or late header */
 	REASON_COUNT
 };
 

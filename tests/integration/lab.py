@@ -412,7 +412,7 @@ CLOSE_REASONS = ("client_fin", "upstream_fin", "client_reset", "upstream_reset",
                  "bad_proxy_header")
 DEAD_PEER = ("client_timeout", "upstream_timeout")     # these carry detect_ms, peer_state
 PEER_STATES = ("silent", "not_reading")
-NO_UPSTREAM = ("connect_failed", "connect_timeout")    # no upstream leg existed
+NO_UPSTREAM = ("connect_failed", "connect_timeout", "bad_proxy_header")  # no upstream leg existed
 TEARDOWNS = ("rst", "fin", "none")
 
 
