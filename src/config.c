@@ -41,6 +41,7 @@
 static const char *const log_level_words[] = { "error", "warn", "info", "debug", NULL };
 static const char *const balance_words[] = { "roundrobin", "first", NULL };
 static const char *const teardown_words[] = { "rst", "fin", NULL };
+static const char *const reload_live_words[] = { "apply", "keep", NULL };
 /* Indexed by the PROXY protocol version written: 0 is off. */
 static const char *const send_proxy_words[] = { "off", "v1", "v2", NULL };
 _Static_assert(TEARDOWN_RST == 0 && TEARDOWN_FIN == 1, "teardown_words is indexed by the enum");
@@ -109,6 +110,13 @@ static const struct option options[] = {
 	  .words = teardown_words, .fallback = "rst", .off = L(teardown), .label = "teardown",
 	  .help = "How the other leg is closed when one peer is found dead: rst at "
 	  "once, or fin after flushing what that peer is still owed." },
+	{ .name = "reload_live_connections", .scope = OPTION_LISTENER, .type = &option_enum,
+	  .words = reload_live_words, .fallback = "apply", .off = L(reload_live_keep),
+	  .label = "reload_live_connections",
+	  .help = "On reload, when this listener's keepalive or user-timeout settings "
+	  "changed: apply sets them on its live connections too (both legs, at once, "
+	  "no reconnect), keep leaves them to new connections. A listener is the same "
+	  "across a reload when its listen address is." },
 	{ .name = "send_proxy", .scope = OPTION_LISTENER, .type = &option_enum,
 	  .words = send_proxy_words, .fallback = "off", .off = L(send_proxy),
 	  .label = "send_proxy",

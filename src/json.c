@@ -53,6 +53,20 @@ json_escape(char *buf, size_t size, size_t *len, const char *s)
 }
 
 void
+json_leg_policy(char *buf, size_t size, size_t *len, const char *key, const struct leg_policy *p)
+{
+	if (p == NULL) {
+		json_append(buf, size, len, ",\"%s\":null", key);
+		return;
+	}
+	json_append(buf, size, len,
+	    ",\"%s\":{\"keepalive\":%s,\"idle_s\":%" PRIu32 ",\"interval_s\":%" PRIu32
+	    ",\"count\":%" PRIu32 ",\"user_timeout_ms\":%" PRIu32 "}",
+	    key, p->keepalive ? "true" : "false", p->idle_s, p->interval_s, p->count,
+	    p->user_timeout_ms);
+}
+
+void
 json_tcp_snapshot(char *buf, size_t size, size_t *len, const char *key, const struct tcp_snapshot *t)
 {
 	if (t == NULL) {

@@ -333,6 +333,25 @@ listener_abort(struct listener_set *ls)
 	ls->n_pending = 0;
 }
 
+/*
+ * reload_live_connections = apply: a changed leg policy reaches the live
+ * connections of the listener too, not only the ones it accepts from now on.
+ */
+static void
+live_policy(struct listener_set *ls, const struct listener_config *was,
+    const struct listener_config *now)
+{
+	unsigned n;
+
+	if (now->reload_live_keep || (policy_same_on_socket(&was->client, &now->client) &&
+	    policy_same_on_socket(&was->upstream, &now->upstream)))
+		return;
+	n = session_set_apply_policy(ls->sessions, &now->listen, &now->client, &now->upstream);
+	if (n > 0)
+		log_info("listener %s: new keepalive policy set on %u live connection(s)",
+		    now->name, n);
+}
+
 void
 listener_commit(struct listener_set *ls)
 {
@@ -347,6 +366,7 @@ listener_commit(struct listener_set *ls)
 			old->evl = NULL;
 			evconnlistener_set_cb(pl->evl, accept_cb, pl);
 			evconnlistener_set_error_cb(pl->evl, accept_error_cb);
+			live_policy(ls, old->cfg, pl->cfg);
 			retire(old);
 		}
 	}

@@ -66,3 +66,11 @@ policy_print_detection(const struct leg_policy *p, FILE *out)
 	fprintf(out, "  %-9s worst-case dead-peer detection: when idle %s; with data in flight %s\n",
 	    "", when_idle, when_busy);
 }
+
+bool
+policy_same_on_socket(const struct leg_policy *a, const struct leg_policy *b)
+{
+	return a->keepalive == b->keepalive && a->idle_s == b->idle_s &&
+	    a->interval_s == b->interval_s && a->count == b->count &&
+	    a->user_timeout_ms == b->user_timeout_ms;
+}

@@ -837,6 +837,26 @@ session_close_all(struct session_set *set, enum close_reason reason)
 	}
 }
 
+unsigned
+session_set_apply_policy(struct session_set *set, const struct endpoint *listen,
+    const struct leg_policy *client, const struct leg_policy *upstream)
+{
+	struct session *s;
+	unsigned n = 0;
+
+	LIST_FOREACH(s, &set->head, entry) {
+		if (s->state == STATE_LINGER || !endpoint_equal(&s->origin->cfg->listen, listen))
+			continue;
+		/* A failure is logged; the leg keeps what it had, nothing else to do. */
+		if (s->client.pump.fd >= 0)
+			(void)sockopt_apply_policy(s->client.pump.fd, client, "live client");
+		if (s->upstream.pump.fd >= 0)
+			(void)sockopt_apply_policy(s->upstream.pump.fd, upstream, "live upstream");
+		n++;
+	}
+	return n;
+}
+
 void
 session_cursor_open(struct session_set *set, struct session_cursor *c)
 {
@@ -888,9 +908,12 @@ session_view(struct session *s, struct session_view *v)
 	v->bytes_to_client = s->upstream.bytes_in;
 	memset(&v->client, 0, sizeof(v->client));
 	memcpy(&v->client, &s->client_addr, sizeof(s->client_addr));
-	for (side = SIDE_CLIENT; side <= SIDE_UPSTREAM; side++)
-		v->have_tcp[side] = sockopt_tcp_snapshot(
-		    (side == SIDE_CLIENT ? &s->client : &s->upstream)->pump.fd, &v->tcp[side]) == 0;
+	for (side = SIDE_CLIENT; side <= SIDE_UPSTREAM; side++) {
+		int fd = (side == SIDE_CLIENT ? &s->client : &s->upstream)->pump.fd;
+
+		v->have_tcp[side] = sockopt_tcp_snapshot(fd, &v->tcp[side]) == 0;
+		v->have_policy[side] = sockopt_read_policy(fd, &v->policy[side]) == 0;
+	}
 	v->state = states[s->state];
 	v->worker = s->origin->worker_index;
 	snprintf(v->listener, sizeof(v->listener), "%s", s->origin->cfg->name);
@@ -919,6 +942,10 @@ session_view_json(const struct session_view *v, char *buf, size_t size)
 	    v->have_tcp[SIDE_CLIENT] ? &v->tcp[SIDE_CLIENT] : NULL);
 	json_tcp_snapshot(buf, size, &len, "upstream_tcp",
 	    v->have_tcp[SIDE_UPSTREAM] ? &v->tcp[SIDE_UPSTREAM] : NULL);
+	json_leg_policy(buf, size, &len, "client_policy",
+	    v->have_policy[SIDE_CLIENT] ? &v->policy[SIDE_CLIENT] : NULL);
+	json_leg_policy(buf, size, &len, "upstream_policy",
+	    v->have_policy[SIDE_UPSTREAM] ? &v->policy[SIDE_UPSTREAM] : NULL);
 	json_append(buf, size, &len, "}");
 	return len;
 }

@@ -42,6 +42,34 @@ sockopt_apply_policy(int fd, const struct leg_policy *policy, const char *what)
 	return 0;
 }
 
+static int
+get_int(int fd, int level, int name, int *value)
+{
+	socklen_t len = sizeof(*value);
+
+	return getsockopt(fd, level, name, value, &len);
+}
+
+int
+sockopt_read_policy(int fd, struct leg_policy *p)
+{
+	int keepalive, idle, interval, count, user_timeout;
+
+	memset(p, 0, sizeof(*p));
+	if (fd < 0 || get_int(fd, SOL_SOCKET, SO_KEEPALIVE, &keepalive) == -1 ||
+	    get_int(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle) == -1 ||
+	    get_int(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval) == -1 ||
+	    get_int(fd, IPPROTO_TCP, TCP_KEEPCNT, &count) == -1 ||
+	    get_int(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout) == -1)
+		return -1;
+	p->keepalive = keepalive != 0;
+	p->idle_s = (uint32_t)idle;
+	p->interval_s = (uint32_t)interval;
+	p->count = (uint32_t)count;
+	p->user_timeout_ms = (uint32_t)user_timeout;
+	return 0;
+}
+
 void
 sockopt_close_rst(int fd)
 {

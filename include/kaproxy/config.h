@@ -37,6 +37,7 @@ struct listener_config {
 	unsigned send_proxy;      /* PROXY protocol version written upstream, 0 = off */
 	bool accept_proxy;        /* clients start with a PROXY header */
 	uint32_t accept_proxy_timeout_ms;
+	unsigned reload_live_keep;  /* reload_live_connections: 0 apply, 1 keep */
 	struct leg_policy client;
 	struct leg_policy upstream;
 };

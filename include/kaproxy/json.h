@@ -18,6 +18,10 @@ void json_append(char *buf, size_t size, size_t *len, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
 /* Append ,"key":{...TCP_INFO figures...}, or ,"key":null when t is NULL. */
+/* ,"key":{keepalive, idle_s, interval_s, count, user_timeout_ms} or ,"key":null. */
+void json_leg_policy(char *buf, size_t size, size_t *len, const char *key,
+    const struct leg_policy *p);
+
 void json_tcp_snapshot(char *buf, size_t size, size_t *len, const char *key,
     const struct tcp_snapshot *t);
 

@@ -40,6 +40,9 @@ uint64_t policy_auto_user_timeout_ms(const struct leg_policy *p);
 uint64_t policy_idle_detect_ms(const struct leg_policy *p);
 uint64_t policy_busy_detect_ms(const struct leg_policy *p);
 
+/* a and b set the same options on a socket (nat_timeout is not one of them). */
+bool policy_same_on_socket(const struct leg_policy *a, const struct leg_policy *b);
+
 /* The `-t` line under a leg's settings: both detection times, in words. */
 void policy_print_detection(const struct leg_policy *p, FILE *out);
 

@@ -102,11 +102,22 @@ struct session_view {
 	struct sockaddr_storage client;
 	struct tcp_snapshot tcp[2];          /* by enum side */
 	bool have_tcp[2];
+	struct leg_policy policy[2];         /* read back from each leg's socket */
+	bool have_policy[2];
 	const char *state;                   /* a static string */
 	unsigned worker;
 	char listener[CONFIG_NAME_MAX];
 	char upstream[ENDPOINT_TEXT_MAX];
 };
+
+/*
+ * A reload changed the keepalive / user-timeout policy of the listener on
+ * listen: set client and upstream on both legs of every live session of
+ * set that came in on that address (under this or an earlier generation).
+ * Returns how many sessions were changed.  On set's loop thread.
+ */
+unsigned session_set_apply_policy(struct session_set *set, const struct endpoint *listen,
+    const struct leg_policy *client, const struct leg_policy *upstream);
 
 /* Fill v from s, both legs' TCP_INFO read now; on s's loop thread. */
 void session_view(struct session *s, struct session_view *v);

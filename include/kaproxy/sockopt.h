@@ -35,6 +35,12 @@ struct tcp_snapshot {
  */
 int sockopt_apply_policy(int fd, const struct leg_policy *policy, const char *what);
 
+/*
+ * Read back the policy fd runs with now (SO_KEEPALIVE, TCP_KEEPIDLE/INTVL/CNT,
+ * TCP_USER_TIMEOUT) into p; 0, or -1 when fd is closed or a read fails.
+ */
+int sockopt_read_policy(int fd, struct leg_policy *p);
+
 /* Close fd so that the peer receives RST at once: SO_LINGER {1, 0} then close. */
 void sockopt_close_rst(int fd);
 
