@@ -237,6 +237,18 @@ def proc_fd_kinds(pid):
     return kinds
 
 
+def signal_pending(pid, sig):
+    """True while sig, sent to process pid, has not been taken by any of its
+    threads yet (ShdPnd).  A second signal of a kind still pending is merged
+    with the first: send the next one only once this is False to have every
+    one handled."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("ShdPnd:"):
+                return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    raise Failure("no ShdPnd for pid %d" % pid)
+
+
 def proc_usage(pid):
     """{"fds": open descriptors, "rss_kib": resident KiB} of pid now."""
     return {"fds": proc_fd_count(pid), "rss_kib": proc_rss_kib(pid)}
@@ -630,11 +642,19 @@ class Kaproxy(Proc):
         wait_until(lambda: self.stderr_text(None).count(needle) >= count, timeout,
                    "%s to log %r (%d)" % (self.name, needle, count))
 
+    def write_ini(self, ini_text):
+        """Replace the INI file at once (a new file renamed over it, as an
+        editor does), so a reload running meanwhile reads the old or the new
+        text, never half of it."""
+        tmp = self.ini_path + ".new"
+        with open(tmp, "w") as f:
+            f.write(ini_text)
+        os.replace(tmp, self.ini_path)
+
     def reload(self, ini_text):
         """Replace the INI file with ini_text and send SIGHUP (the caller
         waits for the outcome in the log)."""
-        with open(self.ini_path, "w") as f:
-            f.write(ini_text)
+        self.write_ini(ini_text)
         self.signal(signal.SIGHUP)
 
     def drain(self):
