@@ -147,6 +147,7 @@ accesslog_reopen(void)
 		return -1;
 	}
 	close(fd);
+	log_info("access_log %s: reopened", log_path);
 	return 0;
 }
 

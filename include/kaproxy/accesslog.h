@@ -51,7 +51,8 @@ void accesslog_abort(void);
 
 /*
  * Reopen the file at the same path (SIGUSR1, after rotation), under the same
- * descriptor number; returns 0, or -1 (logged, the old file kept).
+ * descriptor number; returns 0 (logged at info) or -1 (logged, the old file
+ * kept).
  */
 int accesslog_reopen(void);
 
