@@ -300,8 +300,9 @@ def main(t):
 
     outcomes = {"reloaded ": 0, "reload failed": 0}
 
-    def hup(ini, outcome, what):
-        """Write ini, SIGHUP, and wait for kaproxy's verdict on it."""
+    def hup(ini, outcome, what, log=None):
+        """Write ini, SIGHUP, and wait for kaproxy's verdict on it; from then
+        on, lines go to log when given."""
         outcomes[outcome] += 1
         other = "reload failed" if outcome == "reloaded " else "reloaded "
         px.reload(ini)
@@ -309,45 +310,48 @@ def main(t):
         t.check(px.stderr_text(None).count(other) == outcomes[other],
                 "reload %d (%s): %s, and nothing else"
                 % (sum(outcomes.values()), what, outcome.strip()))
+        if log is not None:
+            logs.use(log)
+
+    def settled(n, what, sockets=0, via_extra=False):
+        """After reload n: a short connection (and one through extra) has its
+        line in the current file, every stream has moved on, and the
+        descriptors are the baseline's plus `sockets`."""
+        short()
+        if via_extra:
+            short(EXTRA_LISTEN, "extra")
+        flowing("after reload %d" % n)
+        check_fds("after reload %d (%s)" % (n, what), sockets=sockets)
+
+    def ini(access_log, **which):
+        return t.kaproxy_ini(listeners(**which), global_keys(access_log))
 
     # 1. keepalive policy changed
     policy["client"] = policy["upstream_policy"] = (2, 1, 2)
-    hup(t.kaproxy_ini(listeners(), global_keys(first_log)), "reloaded ", "policy changed")
-    short()
-    flowing("after reload 1")
-    check_fds("after reload 1 (policy changed)")
+    hup(ini(first_log), "reloaded ", "policy changed")
+    settled(1, "policy changed")
 
     # 2. access_log moved to a new file
     log2 = os.path.join(t.dir, "access-2.log")
-    hup(t.kaproxy_ini(listeners(), global_keys(log2)), "reloaded ", "access_log moved")
-    logs.use(log2)
-    short()
-    flowing("after reload 2")
-    check_fds("after reload 2 (access_log moved)")
+    hup(ini(log2), "reloaded ", "access_log moved", log=log2)
+    settled(2, "access_log moved")
 
     # 3. listener extra added, and used by a connection that stays open
-    hup(t.kaproxy_ini(listeners(extra=True), global_keys(log2)), "reloaded ",
-        "listener added")
+    hup(ini(log2, extra=True), "reloaded ", "listener added")
     t.wait_listening(px, {EXTRA_LISTEN}, 5)
     extra_cli = t.client("client-extra")
     extra_local = extra_cli.ok("connect %s 5" % EXTRA_LISTEN)["local"]
     extra_conn = int(short_srv.ok("accept 5")["conn"])
     t.exchange(extra_cli, short_srv, SHORT_BYTES)
     extra_bytes = SHORT_BYTES
-    short()
-    short(EXTRA_LISTEN, "extra")
-    flowing("after reload 3")
-    check_fds("after reload 3 (listener added)", sockets=WORKERS + 2)
+    settled(3, "listener added", sockets=WORKERS + 2, via_extra=True)
 
-    # 4. a broken file: refused, the running configuration stays
+    # 4. a broken file: refused, the running configuration (extra too) stays
     hup("[global]\nno_such_key = 1\n", "reload failed", "broken file")
-    short(EXTRA_LISTEN, "extra")
-    short()
-    flowing("after reload 4")
-    check_fds("after reload 4 (broken file refused)", sockets=WORKERS + 2)
+    settled(4, "broken file refused", sockets=WORKERS + 2, via_extra=True)
 
     # 5. extra removed: no new connection, its live one carries on
-    hup(t.kaproxy_ini(listeners(), global_keys(log2)), "reloaded ", "listener removed")
+    hup(ini(log2), "reloaded ", "listener removed")
     r = short_cli.cmd("connect %s 3" % EXTRA_LISTEN)
     t.check(r.status == "ERR" and r.get("errno") == "ECONNREFUSED",
             "the removed listener refuses new connections (%s)" % r)
@@ -359,48 +363,32 @@ def main(t):
     close_in_order(extra_cli, short_srv)
     t.check_closed(logs.closed("extra", extra_local), "client_fin", "none",
                    bytes_from_client=extra_bytes, bytes_to_client=extra_bytes)
-    short()
-    flowing("after reload 5")
-    check_fds("after reload 5 (listener removed), its connection closed")
+    settled(5, "listener removed, its connection closed")
 
     # 6. access_log an unwritable path (a directory): refused
-    hup(t.kaproxy_ini(listeners(), global_keys(t.dir)), "reload failed",
-        "access_log unwritable")
+    hup(ini(t.dir), "reload failed", "access_log unwritable")
     t.check("access_log %s" % t.dir in px.stderr_text(None),
             "kaproxy says which access_log it could not open")
-    short()
-    flowing("after reload 6")
-    check_fds("after reload 6 (unwritable access_log refused)")
+    settled(6, "unwritable access_log refused")
 
     # 7. back to the first file (appended to)
-    hup(t.kaproxy_ini(listeners(), global_keys(first_log)), "reloaded ",
-        "access_log back to the first file")
-    logs.use(first_log)
-    short()
-    flowing("after reload 7")
-    check_fds("after reload 7 (access_log back to the first file)")
+    hup(ini(first_log), "reloaded ", "access_log back to the first file", log=first_log)
+    settled(7, "access_log back to the first file")
 
     # 8. keepalive policy changed again
     policy["client"] = (1, 1, 3)
-    hup(t.kaproxy_ini(listeners(), global_keys(first_log)), "reloaded ", "policy changed")
-    short()
-    flowing("after reload 8")
-    check_fds("after reload 8 (policy changed)")
+    hup(ini(first_log), "reloaded ", "policy changed")
+    settled(8, "policy changed")
 
     # 9. nothing changed
-    hup(t.kaproxy_ini(listeners(), global_keys(first_log)), "reloaded ", "unchanged")
-    short()
-    flowing("after reload 9")
-    check_fds("after reload 9 (unchanged)")
+    hup(ini(first_log), "reloaded ", "unchanged")
+    settled(9, "unchanged")
 
     # 10. access_log moved to a third file
     log3 = os.path.join(t.dir, "access-3.log")
-    hup(t.kaproxy_ini(listeners(), global_keys(log3)), "reloaded ", "access_log moved")
-    logs.use(log3)
-    short()
-    flowing("after reload 10")
+    hup(ini(log3), "reloaded ", "access_log moved", log=log3)
+    settled(10, "access_log moved")
     streams_open("after ten reloads")
-    check_fds("after reload 10 (access_log moved)")
 
     # The storm: SIGHUP and SIGUSR1 alternating, as fast as possible, while
     # the streams flow and short connections open and close.
@@ -439,7 +427,7 @@ def main(t):
     sent_s = time.monotonic() - started
     # The reload after the storm, told apart by what it does (it adds a
     # listener): the storm's signals were all taken before it was sent.
-    px.reload(t.kaproxy_ini(listeners(barrier=True), global_keys(log3)))
+    px.reload(ini(log3, barrier=True))
     t.wait_listening(px, {BARRIER_LISTEN}, 30)
     handled_s = time.monotonic() - started
     counts = {sig: px.stderr_text(None).count(text) - before[sig] for sig, text in kinds.items()}
@@ -465,7 +453,7 @@ def main(t):
             % (made["short"], churn_error))
     short_cli.quiet = short_srv.quiet = False
     outcomes["reloaded "] = px.stderr_text(None).count("reloaded ")
-    hup(t.kaproxy_ini(listeners(), global_keys(log3)), "reloaded ", "barrier listener removed")
+    hup(ini(log3), "reloaded ", "barrier listener removed")
     lab.wait_until(lambda: BARRIER_LISTEN not in {
         x["local"] for x in lab.proc_tcp(px.pid) if x["state"] == "LISTEN"}, 10,
         "the barrier listener to close")
