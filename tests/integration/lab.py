@@ -336,10 +336,11 @@ class Reply:
 
 
 class Peer(Proc):
-    """peer.py in a namespace, driven line by line (see peer.py for commands)."""
+    """peer.py in a namespace, driven line by line (see peer.py for commands);
+    script names another helper that answers the same way (bulkpeer.py)."""
 
-    def __init__(self, lab, role, argv, name):
-        super().__init__(lab, lab.ns[role], [sys.executable, "-u", PEER] + argv,
+    def __init__(self, lab, role, argv, name, script=PEER):
+        super().__init__(lab, lab.ns[role], [sys.executable, "-u", script] + argv,
                          name, stdin=True, stdout_pipe=True)
         self.role = role
         self._lines = queue.Queue()
