@@ -1098,11 +1098,18 @@ class Lab:
         else:
             shutil.rmtree(self.dir, ignore_errors=True)
 
+    # A load scenario writes thousands of access-log lines; the failing run's
+    # directory keeps them all, the dump shows the last ones.
+    DUMP_RECORDS = 200
+
     def dump(self):
         """Print what helps diagnose a failure."""
         self.access_log.poll()
+        records = self.access_log.records
         print("---- access log (%s)" % self.access_log.path)
-        for r in self.access_log.records:
+        if len(records) > self.DUMP_RECORDS:
+            print("(the last %d of %d lines)" % (self.DUMP_RECORDS, len(records)))
+        for r in records[-self.DUMP_RECORDS:]:
             print(json.dumps({k: v for k, v in r.items() if k != "_seen"}))
         for p in self._procs:
             err = p.stderr_text(3000).strip()
