@@ -373,5 +373,16 @@ def main(t):
              loaded["rss_kib"], after["fds"], after["rss_kib"], seed), flush=True)
 
 
+def run(t):
+    """main(t), and on a failure the access log read quietly first: the dump
+    that follows shows its last lines, not a log line for each of thousands."""
+    try:
+        main(t)
+    except BaseException:
+        with quietly():
+            t.access_log.poll()
+        raise
+
+
 if __name__ == "__main__":
-    lab.run(main, __doc__, extra_args=extra_args)
+    lab.run(run, __doc__, extra_args=extra_args)
