@@ -10,9 +10,9 @@ seconds, expired).  Jobs run concurrently: a second command is read and
 started while the first one's sockets are still moving bytes, so answers may
 come in any order; each names its job.
 
-Every payload comes from a seeded PRNG (random.Random, whose output for a
-given seed is fixed across Python 3 versions), so a failing run is reproduced
-with the same --seed.
+Every payload comes from a seeded PRNG (random.Random), so a failing run is
+reproduced with the same --seed (and the same Python: the module promises
+the same sequence across versions only for random()).
 
 Client (prints "READY"):
   bulkpeer.py --seed S [--count N --min A --max B]
@@ -50,8 +50,9 @@ Server (prints "READY"):
                      -> OK job=streams sink_received=.. sink_sha=..
                                       source_sent=.. source_sha=..
 
-The streams repeat a random block whose length is a prime, so a chunk that
-kaproxy lost, repeated or reordered never lines up with an identical one.
+The streams repeat a random block whose length is a prime, so bytes that
+kaproxy repeated or moved match the bytes they replace only when moved by a
+multiple of that prime, never by a power-of-two buffer size.
 """
 
 import argparse
