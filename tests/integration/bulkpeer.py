@@ -56,6 +56,7 @@ multiple of that prime, never by a power-of-two buffer size.
 """
 
 import argparse
+import errno
 import hashlib
 import json
 import os
@@ -75,11 +76,17 @@ CONNECTS_IN_FLIGHT = 128
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 
 
-def stream_block(seed, direction):
-    """The repeating block of a stream, with CHUNK bytes of wrap-around so
-    any send of up to CHUNK bytes is one slice."""
+def stream_source(seed, direction):
+    """source(offset, n) of a stream (see End): n <= CHUNK bytes at offset of
+    a random block of STREAM_PERIOD bytes repeated, which the sender never
+    holds more than once."""
     block = random.Random("%s:%s" % (seed, direction)).randbytes(STREAM_PERIOD)
-    return memoryview(block + block[:CHUNK])
+    view = memoryview(block + block[:CHUNK])   # any n <= CHUNK is one slice
+
+    def source(offset, n):
+        i = offset % STREAM_PERIOD
+        return view[i:i + n]
+    return source
 
 
 class Loop:
@@ -147,19 +154,68 @@ class Loop:
         return "%.2f" % (time.monotonic() - job.started)
 
 
+class End:
+    """One socket of a checked conversation.  It sends nbytes taken from
+    source(offset, n) (at most n bytes, n <= CHUNK), hashing what went out,
+    then shuts down its write side; with nbytes 0 it sends nothing and its
+    FIN goes only when it closes.  It reads until EOF, hashing what came in;
+    more than expect_in bytes (when given) is an error.  Then it closes and
+    calls done(end, why) once: why is None for an EOF after all was sent."""
+    __slots__ = ("loop", "sock", "nbytes", "source", "expect_in", "done", "sent",
+                 "received", "h_out", "h_in", "closed")
+
+    def __init__(self, loop, sock, nbytes, source, done, expect_in=None):
+        self.loop, self.sock, self.nbytes, self.source = loop, sock, nbytes, source
+        self.done, self.expect_in = done, expect_in
+        self.sent = self.received = 0
+        self.h_out, self.h_in = hashlib.sha256(), hashlib.sha256()
+        self.closed = False
+        loop.add(sock, READ | (WRITE if nbytes else 0), self.event)
+
+    def event(self, mask):
+        try:
+            if mask & WRITE:
+                chunk = self.source(self.sent, min(CHUNK, self.nbytes - self.sent))
+                n = self.sock.send(chunk)
+                self.h_out.update(chunk[:n])
+                self.sent += n
+                if self.sent == self.nbytes:
+                    self.sock.shutdown(socket.SHUT_WR)
+                    self.loop.set(self.sock, READ, self.event)
+            if mask & READ:
+                n = self.sock.recv_into(self.loop.rbuf)
+                if n == 0:
+                    self.end(None if self.sent == self.nbytes else "eof_before_sent")
+                    return
+                self.h_in.update(self.loop.rview[:n])
+                self.received += n
+                if self.expect_in is not None and self.received > self.expect_in:
+                    self.end("more_than_expected")
+        except BlockingIOError:
+            pass
+        except OSError as e:
+            self.end(errname(e))
+
+    def end(self, why):
+        """Close now (also from outside: a timeout) and report, once."""
+        if self.closed:
+            return
+        self.closed = True
+        self.loop.drop(self.sock)
+        self.sock.close()
+        self.done(self, why)
+
+
 # --- client ---------------------------------------------------------------------
 
 class EchoConn:
-    """One echo connection: its payload, what went out and what came back."""
-    __slots__ = ("client", "loop", "sock", "port", "size", "off", "sent", "received",
-                 "h_sent", "h_recv", "state", "why", "payload", "on_open")
+    """One echo connection: connected, then an End sending its payload (a
+    slice of the client's random block) and expecting it back."""
+    __slots__ = ("client", "sock", "port", "size", "off", "state", "why", "end", "on_open")
 
-    def __init__(self, client, size, off, payload):
-        self.client, self.loop = client, client.loop
-        self.size, self.off, self.payload = size, off, payload
-        self.sock, self.port = None, None
-        self.sent = self.received = 0
-        self.h_sent, self.h_recv = hashlib.sha256(), hashlib.sha256()
+    def __init__(self, client, size, off):
+        self.client, self.size, self.off = client, size, off
+        self.sock = self.port = self.end = None
         self.state = "new"      # new, connecting, open, running, done, failed
         self.why = None
 
@@ -169,71 +225,47 @@ class EchoConn:
         self.state = "connecting"
         self.on_open = on_open
         err = self.sock.connect_ex(addr)
-        if err not in (0, 115):     # EINPROGRESS
-            self.fail(os.strerror(err).replace(" ", "_"))
+        if err not in (0, errno.EINPROGRESS):
+            self.fail("connect_" + errno.errorcode.get(err, str(err)))
             on_open(self)
             return
-        self.loop.add(self.sock, WRITE, self.connected)
+        self.client.loop.add(self.sock, WRITE, self.connected)
 
     def connected(self, mask):
         err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        self.loop.drop(self.sock)
+        self.client.loop.drop(self.sock)
         if err:
-            self.fail("connect_" + os.strerror(err).replace(" ", "_"))
+            self.fail("connect_" + errno.errorcode.get(err, str(err)))
         else:
             self.port = self.sock.getsockname()[1]
             self.state = "open"
         self.on_open(self)
 
+    def fail(self, why):
+        self.sock.close()
+        self.why, self.state = why, "failed"
+
     def go(self):
         self.state = "running"
         self.client.running += 1
-        self.loop.add(self.sock, READ | WRITE, self.event)
+        self.end = End(self.client.loop, self.sock, self.size, self.payload, self.ended,
+                       expect_in=self.size)
 
-    def event(self, mask):
-        try:
-            if mask & WRITE:
-                start = self.off + self.sent
-                n = self.sock.send(self.payload[start:start + min(CHUNK, self.size - self.sent)])
-                self.h_sent.update(self.payload[start:start + n])
-                self.sent += n
-                if self.sent == self.size:
-                    self.sock.shutdown(socket.SHUT_WR)
-                    self.loop.set(self.sock, READ, self.event)
-            if mask & READ:
-                n = self.sock.recv_into(self.loop.rbuf)
-                if n == 0:
-                    self.finish()
-                    return
-                self.h_recv.update(self.loop.rview[:n])
-                self.received += n
-                if self.received > self.size:
-                    self.fail("more_than_sent")
-        except BlockingIOError:
-            pass
-        except OSError as e:
-            self.fail(errname(e))
+    def payload(self, offset, n):
+        start = self.off + offset
+        return self.client.block[start:start + n]
 
-    def finish(self):
-        self.loop.drop(self.sock)
-        self.sock.close()
+    def ended(self, end, why):
         self.client.running -= 1
-        if self.sent != self.size:
-            self.why = "eof_before_sent"
-        elif self.received != self.size:
-            self.why = "short_echo"
-        elif self.h_recv.digest() != self.h_sent.digest():
-            self.why = "sha_mismatch"
-        self.state = "failed" if self.why else "done"
+        if why is None and end.received != self.size:
+            why = "short_echo"
+        elif why is None and end.h_in.digest() != end.h_out.digest():
+            why = "sha_mismatch"
+        self.why, self.state = why, "failed" if why else "done"
 
-    def fail(self, why):
-        if self.sock is not None:
-            self.loop.drop(self.sock)
-            self.sock.close()
-        if self.state == "running":
-            self.client.running -= 1
-        self.why = self.why or why
-        self.state = "failed"
+    def counts(self):
+        """(bytes sent, bytes received)"""
+        return (self.end.sent, self.end.received) if self.end else (0, 0)
 
 
 class OpenJob:
@@ -280,11 +312,13 @@ class EchoJob:
 
     def report(self):
         conns = self.client.conns
+        counts = [c.counts() for c in conns]
         with open(self.path, "w") as f:
-            json.dump([[c.port, c.size, c.sent, c.received, c.why or "ok"] for c in conns], f)
+            json.dump([[c.port, c.size, sent, received, c.why or "ok"]
+                       for c, (sent, received) in zip(conns, counts)], f)
         bad = [c for c in conns if c.state != "done"]
         line = "job=echo conns=%d sent=%d received=%d verified=%d secs=%s" % (
-            len(conns), sum(c.sent for c in conns), sum(c.received for c in conns),
+            len(conns), sum(sent for sent, _ in counts), sum(rcvd for _, rcvd in counts),
             len(conns) - len(bad), self.client.loop.secs(self))
         if bad:
             first = bad[0]
@@ -299,71 +333,43 @@ class EchoJob:
     def expire(self):
         for c in self.client.conns:
             if c.state == "running":
-                c.fail("TIMEOUT")
+                c.end.end("TIMEOUT")
         return self.report()
 
 
 class StreamJob:
-    """One connection that sends a stream then half-closes (upload), or reads
-    one until EOF (download); both wait for the orderly close."""
+    """One connection that sends a stream, half-closes and waits for the
+    server's orderly close (upload), or reads one until EOF, then closes
+    (download)."""
 
     def __init__(self, client, kind, target, nbytes=0):
-        self.loop, self.kind, self.nbytes = client.loop, kind, nbytes
-        self.block = client.up if kind == "upload" else None
-        self.sent = self.received = 0
-        self.h = hashlib.sha256()
-        self.why = None
-        self.done = False
+        self.loop, self.kind = client.loop, kind
+        self.end, self.port, self.why, self.done = None, "-", None, False
         family, addr = parse_endpoint(target)
-        self.sock = socket.socket(family, socket.SOCK_STREAM)
-        self.sock.settimeout(10)
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.settimeout(10)
         try:
-            self.sock.connect(addr)
+            sock.connect(addr)
         except OSError as e:
+            sock.close()
             self.why, self.done = "connect_" + errname(e), True
             return
-        self.sock.setblocking(False)
-        self.port = self.sock.getsockname()[1]
-        events = READ | (WRITE if kind == "upload" and nbytes else 0)
-        if kind == "upload" and not nbytes:
-            self.sock.shutdown(socket.SHUT_WR)
-        self.loop.add(self.sock, events, self.event)
+        sock.setblocking(False)
+        self.port = sock.getsockname()[1]
+        if kind == "upload":
+            self.end = End(self.loop, sock, nbytes, client.up, self.ended, expect_in=0)
+        else:
+            self.end = End(self.loop, sock, 0, None, self.ended)
 
-    def event(self, mask):
-        try:
-            if mask & WRITE:
-                i = self.sent % STREAM_PERIOD
-                n = self.sock.send(self.block[i:i + min(CHUNK, self.nbytes - self.sent)])
-                self.h.update(self.block[i:i + n])
-                self.sent += n
-                if self.sent == self.nbytes:
-                    self.sock.shutdown(socket.SHUT_WR)
-                    self.loop.set(self.sock, READ, self.event)
-            if mask & READ:
-                n = self.sock.recv_into(self.loop.rbuf)
-                if n == 0:
-                    self.end(None if self.kind == "download" or self.sent == self.nbytes
-                             else "eof_before_sent")
-                    return
-                self.received += n
-                if self.kind == "download":
-                    self.h.update(self.loop.rview[:n])
-                else:
-                    self.end("unexpected_data")
-        except BlockingIOError:
-            pass
-        except OSError as e:
-            self.end(errname(e))
-
-    def end(self, why):
-        self.loop.drop(self.sock)
-        self.sock.close()
+    def ended(self, end, why):
         self.why, self.done = why, True
 
     def answer(self):
+        end = self.end
+        sent, received = (end.sent, end.received) if end else (0, 0)
+        sha = "-" if not end else (end.h_out if self.kind == "upload" else end.h_in).hexdigest()
         line = "job=%s port=%s sent=%d received=%d sha=%s secs=%s" % (
-            self.kind, getattr(self, "port", "-"), self.sent, self.received,
-            self.h.hexdigest(), self.loop.secs(self))
+            self.kind, self.port, sent, received, sha, self.loop.secs(self))
         return ("ERR %s why=%s" % (line, self.why)) if self.why else "OK " + line
 
     def poll(self):
@@ -371,7 +377,7 @@ class StreamJob:
 
     def expire(self):
         if not self.done:
-            self.end("TIMEOUT")
+            self.end.end("TIMEOUT")
         return self.answer()
 
 
@@ -379,14 +385,13 @@ class Client:
     def __init__(self, args):
         self.loop = Loop()
         rng = random.Random(args.seed)
-        payload = memoryview(rng.randbytes(ECHO_BLOCK))
+        self.block = memoryview(rng.randbytes(ECHO_BLOCK))
         self.conns = []
         self.running = 0        # echo connections still moving bytes
         for _ in range(args.count):
             size = rng.randint(args.min, args.max)
-            self.conns.append(EchoConn(self, size, rng.randrange(ECHO_BLOCK - size + 1),
-                                       payload))
-        self.up = stream_block(args.seed, "up")
+            self.conns.append(EchoConn(self, size, rng.randrange(ECHO_BLOCK - size + 1)))
+        self.up = stream_source(args.seed, "up")
         out("READY")
 
     def command(self, words):
@@ -456,74 +461,6 @@ class EchoServerConn:
         self.server.echo_closed += 1
 
 
-class SinkConn:
-    def __init__(self, server, sock):
-        self.server, self.sock = server, sock
-        self.received, self.h = 0, hashlib.sha256()
-        server.loop.add(sock, READ, self.event)
-
-    def event(self, mask):
-        loop = self.server.loop
-        try:
-            n = self.sock.recv_into(loop.rbuf)
-        except BlockingIOError:
-            return
-        except OSError as e:
-            self.end(errname(e))
-            return
-        if n == 0:
-            self.end(None)
-            return
-        self.h.update(loop.rview[:n])
-        self.received += n
-
-    def end(self, why):
-        self.server.loop.drop(self.sock)
-        self.sock.close()
-        self.server.streams.append(("sink", self.received, self.h.hexdigest(), why))
-
-
-class SourceConn:
-    def __init__(self, server, sock):
-        self.server, self.sock = server, sock
-        self.sent, self.extra, self.h = 0, 0, hashlib.sha256()
-        self.nbytes, self.block = server.source_bytes, server.down
-        if self.nbytes:
-            server.loop.add(sock, READ | WRITE, self.event)
-        else:
-            sock.shutdown(socket.SHUT_WR)
-            server.loop.add(sock, READ, self.event)
-
-    def event(self, mask):
-        loop = self.server.loop
-        try:
-            if mask & WRITE:
-                i = self.sent % STREAM_PERIOD
-                n = self.sock.send(self.block[i:i + min(CHUNK, self.nbytes - self.sent)])
-                self.h.update(self.block[i:i + n])
-                self.sent += n
-                if self.sent == self.nbytes:
-                    self.sock.shutdown(socket.SHUT_WR)
-                    loop.set(self.sock, READ, self.event)
-            if mask & READ:
-                n = self.sock.recv_into(loop.rbuf)
-                if n == 0:
-                    self.end(None if self.sent == self.nbytes else "eof_before_sent")
-                    return
-                self.extra += n
-        except BlockingIOError:
-            pass
-        except OSError as e:
-            self.end(errname(e))
-
-    def end(self, why):
-        self.server.loop.drop(self.sock)
-        self.sock.close()
-        if self.extra and not why:
-            why = "unexpected_data"
-        self.server.streams.append(("source", self.sent, self.h.hexdigest(), why))
-
-
 class WaitJob:
     """Answers once cond() holds; what() formats the answer either way."""
 
@@ -541,17 +478,29 @@ class Server:
     def __init__(self, args):
         self.loop = Loop()
         self.source_bytes = args.source_bytes
-        self.down = stream_block(args.seed, "down")
+        self.down = stream_source(args.seed, "down")
         self.echo_accepted = self.echo_closed = self.echo_bytes = 0
         self.echo_errors = []
         self.streams = []       # (kind, bytes, sha, why) of each ended stream connection
-        for addr, conn in ((args.echo, EchoServerConn), (args.sink, SinkConn),
-                           (args.source, SourceConn)):
+        for addr, on_accept in ((args.echo, self.echo), (args.sink, self.sink),
+                                (args.source, self.source)):
             if addr:
-                self.listen(addr, conn)
+                self.listen(addr, on_accept)
         out("READY")
 
-    def listen(self, text, conn_class):
+    def echo(self, sock):
+        self.echo_accepted += 1
+        EchoServerConn(self, sock)
+
+    def sink(self, sock):
+        End(self.loop, sock, 0, None, lambda end, why: self.streams.append(
+            ("sink", end.received, end.h_in.hexdigest(), why)))
+
+    def source(self, sock):
+        End(self.loop, sock, self.source_bytes, self.down, lambda end, why: self.streams.append(
+            ("source", end.sent, end.h_out.hexdigest(), why)), expect_in=0)
+
+    def listen(self, text, on_accept):
         family, addr = parse_endpoint(text)
         lsock = socket.socket(family, socket.SOCK_STREAM)
         lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -566,9 +515,7 @@ class Server:
                 except BlockingIOError:
                     return
                 sock.setblocking(False)
-                if conn_class is EchoServerConn:
-                    self.echo_accepted += 1
-                conn_class(self, sock)
+                on_accept(sock)
         self.loop.add(lsock, READ, accept)
 
     def command(self, words):
@@ -627,6 +574,8 @@ def main():
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if args.max > ECHO_BLOCK:
         ap.error("--max above %d" % ECHO_BLOCK)
+    if args.source and args.source_bytes <= 0:
+        ap.error("--source needs --source-bytes above 0")
     side = Server(args) if (args.echo or args.sink or args.source) else Client(args)
     side.loop.run(side.command)
 
