@@ -183,18 +183,24 @@ def proc_tcp(pid):
     return out
 
 
-def proc_socket_fds(pid):
-    """{socket inode: fd number} of pid's open file descriptors."""
-    fds = {}
+def proc_fd_targets(pid):
+    """(fd number, what it links to: 'socket:[INODE]', 'pipe:[INODE]', a
+    path...) for each of pid's open file descriptors."""
     base = "/proc/%d/fd" % pid
     for fd in os.listdir(base):
         try:
-            target = os.readlink(os.path.join(base, fd))
+            yield int(fd), os.readlink(os.path.join(base, fd))
         except OSError:
-            continue
+            continue    # closed since the listing
+
+
+def proc_socket_fds(pid):
+    """{socket inode: fd number} of pid's open file descriptors."""
+    fds = {}
+    for fd, target in proc_fd_targets(pid):
         m = re.match(r"socket:\[(\d+)\]", target)
         if m:
-            fds[int(m.group(1))] = int(fd)
+            fds[int(m.group(1))] = fd
     return fds
 
 

@@ -82,12 +82,7 @@ def pool_fds_bound():
 def fd_kinds(pid):
     """{"socket": n, "pipe": n, "other": n} of pid's descriptors."""
     kinds = {"socket": 0, "pipe": 0, "other": 0}
-    base = "/proc/%d/fd" % pid
-    for fd in os.listdir(base):
-        try:
-            target = os.readlink(os.path.join(base, fd))
-        except OSError:
-            continue
+    for _, target in lab.proc_fd_targets(pid):
         kind = target.split(":", 1)[0]
         kinds[kind if kind in kinds else "other"] += 1
     return kinds
