@@ -220,6 +220,8 @@ class EchoConn:
         self.why = None
 
     def connect(self, addr, family, on_open):
+        """Start connecting; on_open(self) follows once the handshake is done
+        or failed.  False (and no call) when it failed at once."""
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.setblocking(False)
         self.state = "connecting"
@@ -227,9 +229,9 @@ class EchoConn:
         err = self.sock.connect_ex(addr)
         if err not in (0, errno.EINPROGRESS):
             self.fail("connect_" + errno.errorcode.get(err, str(err)))
-            on_open(self)
-            return
+            return False
         self.client.loop.add(self.sock, WRITE, self.connected)
+        return True
 
     def connected(self, mask):
         err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
@@ -281,8 +283,8 @@ class OpenJob:
         while self.in_flight < CONNECTS_IN_FLIGHT and self.next < len(conns):
             c = conns[self.next]
             self.next += 1
-            self.in_flight += 1
-            c.connect(self.addr, self.family, self.opened)
+            if c.connect(self.addr, self.family, self.opened):
+                self.in_flight += 1
 
     def opened(self, conn):
         self.in_flight -= 1
