@@ -183,18 +183,24 @@ def proc_tcp(pid):
     return out
 
 
-def proc_socket_fds(pid):
-    """{socket inode: fd number} of pid's open file descriptors."""
-    fds = {}
+def proc_fd_targets(pid):
+    """(fd number, what it links to: 'socket:[INODE]', 'pipe:[INODE]', a
+    path...) for each of pid's open file descriptors."""
     base = "/proc/%d/fd" % pid
     for fd in os.listdir(base):
         try:
-            target = os.readlink(os.path.join(base, fd))
+            yield int(fd), os.readlink(os.path.join(base, fd))
         except OSError:
-            continue
+            continue    # closed since the listing
+
+
+def proc_socket_fds(pid):
+    """{socket inode: fd number} of pid's open file descriptors."""
+    fds = {}
+    for fd, target in proc_fd_targets(pid):
         m = re.match(r"socket:\[(\d+)\]", target)
         if m:
-            fds[int(m.group(1))] = int(fd)
+            fds[int(m.group(1))] = fd
     return fds
 
 
@@ -377,10 +383,11 @@ class Reply:
 
 
 class Peer(Proc):
-    """peer.py in a namespace, driven line by line (see peer.py for commands)."""
+    """peer.py in a namespace, driven line by line (see peer.py for commands);
+    script names another helper that answers the same way (bulkpeer.py)."""
 
-    def __init__(self, lab, role, argv, name):
-        super().__init__(lab, lab.ns[role], [sys.executable, "-u", PEER] + argv,
+    def __init__(self, lab, role, argv, name, script=PEER):
+        super().__init__(lab, lab.ns[role], [sys.executable, "-u", script] + argv,
                          name, stdin=True, stdout_pipe=True)
         self.role = role
         self.quiet = False      # True: commands and answers are not logged
@@ -1154,11 +1161,18 @@ class Lab:
         else:
             shutil.rmtree(self.dir, ignore_errors=True)
 
+    # A load scenario writes thousands of access-log lines; the failing run's
+    # directory keeps them all, the dump shows the last ones.
+    DUMP_RECORDS = 200
+
     def dump(self):
         """Print what helps diagnose a failure."""
         self.access_log.poll()
+        records = self.access_log.records
         print("---- access log (%s)" % self.access_log.path)
-        for r in self.access_log.records:
+        if len(records) > self.DUMP_RECORDS:
+            print("(the last %d of %d lines)" % (self.DUMP_RECORDS, len(records)))
+        for r in records[-self.DUMP_RECORDS:]:
             print(json.dumps({k: v for k, v in r.items() if k != "_seen"}))
         for p in self._procs:
             err = p.stderr_text(3000).strip()
