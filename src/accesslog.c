@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -20,9 +21,15 @@
 #include "kaproxy/log.h"
 
 /*
- * Workers write from their own threads: log_fd is read once per line and
- * only ever replaced atomically, never closed under them while running.
+ * Workers write lines from their own threads.  Each line is written under
+ * the read side of log_lock, with log_fd read inside it; installing another
+ * file takes the write side to swap log_fd, and the file it replaces is
+ * closed only after that: no thread can then be writing to the old number,
+ * or about to (once closed, the number may be reused by a socket, and a line
+ * must never land there).  Readers share the lock, so workers never wait for
+ * one another, only for the instant the swap holds it.
  */
+static pthread_rwlock_t log_lock = PTHREAD_RWLOCK_INITIALIZER;
 static atomic_int log_fd = -1;
 static atomic_bool log_failing;  /* the last write failed or was cut short */
 static char *log_path;      /* NULL for stdout or off */
@@ -32,6 +39,23 @@ static int
 same_spec(const char *a, const char *b)
 {
 	return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/*
+ * Make fd (or -1) the log's, and close the file it replaces: no descriptor
+ * is kept per change.  Standard output is never closed.
+ */
+static void
+install(int fd)
+{
+	int old;
+
+	/* Cannot fail: a default lock, never taken twice by one thread. */
+	pthread_rwlock_wrlock(&log_lock);
+	old = atomic_exchange(&log_fd, fd);
+	pthread_rwlock_unlock(&log_lock);
+	if (old > STDERR_FILENO && old != fd)
+		close(old);
 }
 
 /* Opened by accesslog_prepare, installed by accesslog_commit. */
@@ -70,11 +94,7 @@ accesslog_commit(void)
 {
 	if (!pending.ready)
 		return;
-	/*
-	 * A file being replaced by a reload stays open: another thread may be
-	 * writing a line to it right now.  One fd per change of access_log.
-	 */
-	atomic_store(&log_fd, pending.fd);
+	install(pending.fd);
 	free(log_path);
 	free(log_spec);
 	log_path = pending.path;
@@ -117,13 +137,17 @@ accesslog_reopen(void)
 		log_warn("access_log %s: reopen (keeping the old file)", log_path);
 		return -1;
 	}
-	/* dup2 swaps atomically: no line is ever written to a closed fd. */
+	/*
+	 * dup2 swaps the file behind the same number atomically: a line being
+	 * written goes whole to the old file or the new, never to a closed fd.
+	 */
 	if (dup2(fd, atomic_load(&log_fd)) == -1) {
 		log_warn("access_log %s: dup2", log_path);
 		close(fd);
 		return -1;
 	}
 	close(fd);
+	log_info("access_log %s: reopened", log_path);
 	return 0;
 }
 
@@ -136,10 +160,7 @@ accesslog_enabled(void)
 void
 accesslog_close(void)
 {
-	int fd = atomic_exchange(&log_fd, -1);
-
-	if (fd > STDERR_FILENO)
-		close(fd);
+	install(-1);
 	free(log_path);
 	free(log_spec);
 	log_path = log_spec = NULL;
@@ -149,11 +170,11 @@ void
 accesslog_write(const struct access_record *rec)
 {
 	char line[ACCESSLOG_LINE_MAX];
-	int fd = atomic_load_explicit(&log_fd, memory_order_relaxed);
 	size_t len;
-	ssize_t n;
+	ssize_t n = -1;
+	int fd, err = 0;
 
-	if (fd < 0)
+	if (!accesslog_enabled())
 		return;
 	len = accesslog_render(rec, line, sizeof(line));
 	/*
@@ -161,8 +182,16 @@ accesslog_write(const struct access_record *rec)
 	 * mix.  So the rest of a short write (a full disk) is not retried: it
 	 * could land after another worker's line.  A failing log is reported
 	 * once when it starts failing and once when it works again, not per line.
+	 * (The read lock cannot fail: a default lock, never taken twice.)
 	 */
-	n = write(fd, line, len);
+	pthread_rwlock_rdlock(&log_lock);
+	fd = atomic_load_explicit(&log_fd, memory_order_relaxed);
+	if (fd >= 0 && (n = write(fd, line, len)) == -1)
+		err = errno;
+	pthread_rwlock_unlock(&log_lock);
+	if (fd < 0)
+		return;         /* turned off since the check above */
+	errno = err;
 	if (n == (ssize_t)len) {
 		if (atomic_exchange_explicit(&log_failing, false, memory_order_relaxed))
 			log_info("access_log: lines are written again");

@@ -4,6 +4,10 @@
  * Signals are loop events, never handlers doing work: SIGHUP reloads (a new
  * config is parsed completely and swapped in only when valid and its
  * listeners are open), SIGTERM/SIGINT drain, SIGUSR1 reopens the access log.
+ * A reload or a reopen is an event of its own that a signal makes active:
+ * however many SIGHUPs (SIGUSR1s) arrive before it runs, it runs once, so a
+ * burst of signals costs one reload per turn of the loop, not one each in a
+ * row while worker 0's connections wait.
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -32,6 +36,8 @@ struct daemon {
 	struct process_shared shared;
 	struct generation *current;     /* holds one reference */
 	struct event *signals[4];       /* HUP, TERM, INT, USR1 */
+	struct event *reload_ev;        /* made active by SIGHUP */
+	struct event *reopen_ev;        /* made active by SIGUSR1 */
 	struct admin *admin;
 	struct stats_process proc;
 };
@@ -167,6 +173,23 @@ reload(struct daemon *d)
 }
 
 static void
+reload_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	reload(arg);
+}
+
+static void
+reopen_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	accesslog_reopen();
+}
+
+static void
 signal_cb(evutil_socket_t sig, short what, void *arg)
 {
 	struct daemon *d = arg;
@@ -174,14 +197,15 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 	(void)what;
 	switch (sig) {
 	case SIGHUP:
-		reload(d);
+		/* Already active: the pending reload will read the file as it is now. */
+		event_active(d->reload_ev, EV_TIMEOUT, 0);
 		break;
 	case SIGTERM:
 	case SIGINT:
 		drain_start(d);
 		break;
 	case SIGUSR1:
-		accesslog_reopen();
+		event_active(d->reopen_ev, EV_TIMEOUT, 0);
 		break;
 	}
 }
@@ -206,7 +230,9 @@ events_start(struct daemon *d)
 	size_t i;
 
 	d->shared.drained_notify = event_new(base, -1, 0, drained_cb, d);
-	if (d->shared.drained_notify == NULL)
+	d->reload_ev = event_new(base, -1, 0, reload_cb, d);
+	d->reopen_ev = event_new(base, -1, 0, reopen_cb, d);
+	if (d->shared.drained_notify == NULL || d->reload_ev == NULL || d->reopen_ev == NULL)
 		goto err;
 	for (i = 0; i < sizeof(signals) / sizeof(signals[0]); i++) {
 		d->signals[i] = evsignal_new(base, signals[i], signal_cb, d);
@@ -229,6 +255,10 @@ events_stop(struct daemon *d)
 			event_free(d->signals[i]);
 	if (d->shared.drained_notify != NULL)
 		event_free(d->shared.drained_notify);
+	if (d->reload_ev != NULL)
+		event_free(d->reload_ev);
+	if (d->reopen_ev != NULL)
+		event_free(d->reopen_ev);
 }
 
 /* Workers with their listeners open (not running yet); 0, or -1 (logged). */

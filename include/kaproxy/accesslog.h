@@ -43,19 +43,25 @@ int accesslog_open(const char *path);
 /*
  * accesslog_open in two steps, for a reload that must change everything or
  * nothing: prepare opens the new destination (0 when it is unchanged, 1 when
- * it will change, -1 logged), commit installs it, abort drops it.
+ * it will change, -1 logged), commit installs it, abort drops it.  Commit
+ * closes the file it replaces (never standard output) once no thread can
+ * still be writing a line to it: a reload keeps no descriptor.
  */
 int accesslog_prepare(const char *path);
 void accesslog_commit(void);
 void accesslog_abort(void);
 
-/* Reopen the file (SIGUSR1, after rotation); returns 0 or -1 (logged). */
+/*
+ * Reopen the file at the same path (SIGUSR1, after rotation), under the same
+ * descriptor number; returns 0 (logged at info) or -1 (logged, the old file
+ * kept).
+ */
 int accesslog_reopen(void);
 
 /* True when lines are being written (access_log is not off). */
 int accesslog_enabled(void);
 
-/* Close the log. */
+/* Close the log (at exit; lines written after it are dropped). */
 void accesslog_close(void);
 
 /* Write one record's line, if the log is on. */

@@ -183,18 +183,24 @@ def proc_tcp(pid):
     return out
 
 
-def proc_socket_fds(pid):
-    """{socket inode: fd number} of pid's open file descriptors."""
-    fds = {}
+def proc_fd_targets(pid):
+    """(fd number, what it links to: 'socket:[INODE]', 'pipe:[INODE]', a
+    path...) for each of pid's open file descriptors."""
     base = "/proc/%d/fd" % pid
     for fd in os.listdir(base):
         try:
-            target = os.readlink(os.path.join(base, fd))
+            yield int(fd), os.readlink(os.path.join(base, fd))
         except OSError:
-            continue
+            continue    # closed since the listing
+
+
+def proc_socket_fds(pid):
+    """{socket inode: fd number} of pid's open file descriptors."""
+    fds = {}
+    for fd, target in proc_fd_targets(pid):
         m = re.match(r"socket:\[(\d+)\]", target)
         if m:
-            fds[int(m.group(1))] = int(fd)
+            fds[int(m.group(1))] = fd
     return fds
 
 
@@ -210,6 +216,43 @@ def proc_rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise Failure("no VmRSS for pid %d" % pid)
+
+
+def proc_fd_kinds(pid):
+    """pid's open descriptors by kind: {"file", "socket", "pipe", "other"}
+    (other: epoll, eventfd and the like), and "paths": the sorted targets of
+    the "file" ones, so a check can say which file is still held."""
+    kinds = {"file": 0, "socket": 0, "pipe": 0, "other": 0}
+    paths = []
+    base = "/proc/%d/fd" % pid
+    for fd in os.listdir(base):
+        try:
+            target = os.readlink(os.path.join(base, fd))
+        except OSError:
+            continue    # closed since the listing
+        if target.startswith("socket:"):
+            kinds["socket"] += 1
+        elif target.startswith("pipe:"):
+            kinds["pipe"] += 1
+        elif target.startswith("/"):
+            kinds["file"] += 1
+            paths.append(target)
+        else:
+            kinds["other"] += 1
+    kinds["paths"] = sorted(paths)
+    return kinds
+
+
+def signal_pending(pid, sig):
+    """True while sig, sent to process pid, has not been taken by any of its
+    threads yet (ShdPnd).  A second signal of a kind still pending is merged
+    with the first: send the next one only once this is False to have every
+    one handled."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("ShdPnd:"):
+                return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    raise Failure("no ShdPnd for pid %d" % pid)
 
 
 def proc_usage(pid):
@@ -300,12 +343,16 @@ class Proc:
         return self.popen.wait(timeout=10)
 
     def stderr_text(self, tail=4000):
+        """The last tail bytes of what the process wrote to stderr (all of
+        it when tail is None)."""
         try:
             with open(self.err_path, "rb") as f:
                 data = f.read()
         except OSError:
             return ""
-        return data[-tail:].decode("utf-8", "replace")
+        if tail is not None:
+            data = data[-tail:]
+        return data.decode("utf-8", "replace")
 
     def _close_files(self):
         for f in (self._out, self._err):
@@ -336,12 +383,14 @@ class Reply:
 
 
 class Peer(Proc):
-    """peer.py in a namespace, driven line by line (see peer.py for commands)."""
+    """peer.py in a namespace, driven line by line (see peer.py for commands);
+    script names another helper that answers the same way (bulkpeer.py)."""
 
-    def __init__(self, lab, role, argv, name):
-        super().__init__(lab, lab.ns[role], [sys.executable, "-u", PEER] + argv,
+    def __init__(self, lab, role, argv, name, script=PEER):
+        super().__init__(lab, lab.ns[role], [sys.executable, "-u", script] + argv,
                          name, stdin=True, stdout_pipe=True)
         self.role = role
+        self.quiet = False      # True: commands and answers are not logged
         self._lines = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -363,12 +412,14 @@ class Peer(Proc):
                 self.name, self.popen.poll(), self.stderr_text().strip()))
         self._pending -= 1
         r = Reply(line)
-        log("%s <- %s" % (self.name, line))
+        if not self.quiet:
+            log("%s <- %s" % (self.name, line))
         return r
 
     def submit(self, line):
         """Send a command without waiting for its answer (see reply())."""
-        log("%s -> %s" % (self.name, line))
+        if not self.quiet:
+            log("%s -> %s" % (self.name, line))
         try:
             self.popen.stdin.write((line + "\n").encode())
             self.popen.stdin.flush()
@@ -596,14 +647,22 @@ class Kaproxy(Proc):
 
     def wait_log(self, needle, count=1, timeout=5.0):
         """Wait until kaproxy's own log (stderr) holds needle count times."""
-        wait_until(lambda: self.stderr_text(100000).count(needle) >= count, timeout,
+        wait_until(lambda: self.stderr_text(None).count(needle) >= count, timeout,
                    "%s to log %r (%d)" % (self.name, needle, count))
+
+    def write_ini(self, ini_text):
+        """Replace the INI file at once (a new file renamed over it, as an
+        editor does), so a reload running meanwhile reads the old or the new
+        text, never half of it."""
+        tmp = self.ini_path + ".new"
+        with open(tmp, "w") as f:
+            f.write(ini_text)
+        os.replace(tmp, self.ini_path)
 
     def reload(self, ini_text):
         """Replace the INI file with ini_text and send SIGHUP (the caller
         waits for the outcome in the log)."""
-        with open(self.ini_path, "w") as f:
-            f.write(ini_text)
+        self.write_ini(ini_text)
         self.signal(signal.SIGHUP)
 
     def drain(self):
@@ -1102,11 +1161,18 @@ class Lab:
         else:
             shutil.rmtree(self.dir, ignore_errors=True)
 
+    # A load scenario writes thousands of access-log lines; the failing run's
+    # directory keeps them all, the dump shows the last ones.
+    DUMP_RECORDS = 200
+
     def dump(self):
         """Print what helps diagnose a failure."""
         self.access_log.poll()
+        records = self.access_log.records
         print("---- access log (%s)" % self.access_log.path)
-        for r in self.access_log.records:
+        if len(records) > self.DUMP_RECORDS:
+            print("(the last %d of %d lines)" % (self.DUMP_RECORDS, len(records)))
+        for r in records[-self.DUMP_RECORDS:]:
             print(json.dumps({k: v for k, v in r.items() if k != "_seen"}))
         for p in self._procs:
             err = p.stderr_text(3000).strip()
