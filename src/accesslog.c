@@ -216,9 +216,9 @@ accesslog_render(const struct access_record *rec, char *buf, size_t size)
 	size -= 2;
 	gmtime_r(&secs, &tm);
 	json_append(buf, size, &len,
-	    "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03uZ\",\"event\":\"close\",\"id\":%" PRIu64,
+	    "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03uZ\",\"event\":\"%s\",\"id\":%" PRIu64,
 	    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-	    (unsigned)(rec->ts_ms % 1000), rec->id);
+	    (unsigned)(rec->ts_ms % 1000), rec->progress ? "progress" : "close", rec->id);
 	json_append(buf, size, &len, ",\"listener\":\"");
 	json_escape(buf, size, &len, rec->listener);
 	endpoint_format(rec->client, addr, sizeof(addr));
@@ -227,9 +227,11 @@ accesslog_render(const struct access_record *rec, char *buf, size_t size)
 	json_escape(buf, size, &len, rec->upstream);
 	json_append(buf, size, &len,
 	    "\",\"duration_ms\":%" PRIu64 ",\"bytes_from_client\":%" PRIu64
-	    ",\"bytes_to_client\":%" PRIu64 ",\"close_reason\":\"%s\",\"teardown\":\"%s\"",
-	    rec->duration_ms, rec->bytes_from_client, rec->bytes_to_client,
-	    reason_name(rec->reason), reason_teardown_name(rec->teardown));
+	    ",\"bytes_to_client\":%" PRIu64,
+	    rec->duration_ms, rec->bytes_from_client, rec->bytes_to_client);
+	if (!rec->progress)
+		json_append(buf, size, &len, ",\"close_reason\":\"%s\",\"teardown\":\"%s\"",
+		    reason_name(rec->reason), reason_teardown_name(rec->teardown));
 	if (rec->err != 0) {
 		json_append(buf, size, &len, ",\"detail\":\"");
 		json_escape(buf, size, &len, strerror(rec->err));

@@ -110,6 +110,13 @@ static const struct option options[] = {
 	  .words = teardown_words, .fallback = "rst", .off = L(teardown), .label = "teardown",
 	  .help = "How the other leg is closed when one peer is found dead: rst at "
 	  "once, or fin after flushing what that peer is still owed." },
+	{ .name = "log_interval", .scope = OPTION_LISTENER, .type = &option_duration,
+	  .accepts = OPTION_OFF, .min = 1000, .max = DURATION_MAX_MS, .fallback = "off",
+	  .off = L(log_interval_ms), .label = "log_interval",
+	  .help = "Also write an \"event\":\"progress\" access-log record for every "
+	  "connection open longer than this, once per interval (at least 1s): bytes so "
+	  "far and both legs' TCP_INFO, so long-lived connections are visible before "
+	  "they end." },
 	{ .name = "reload_live_connections", .scope = OPTION_LISTENER, .type = &option_enum,
 	  .words = reload_live_words, .fallback = "apply", .off = L(reload_live_keep),
 	  .label = "reload_live_connections",

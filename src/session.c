@@ -675,6 +675,7 @@ session_log(struct session *s, enum teardown teardown, const struct close_facts 
 {
 	const struct listener_config *lc = s->origin->cfg;
 	struct access_record rec = {
+		.progress = s->reason == REASON_NONE,
 		.ts_ms = wall_ms(),
 		.id = s->id,
 		.listener = lc->name,
@@ -685,7 +686,7 @@ session_log(struct session *s, enum teardown teardown, const struct close_facts 
 		.bytes_to_client = s->upstream.bytes_in,
 		.reason = (enum close_reason)s->reason,
 		.teardown = teardown,
-		.err = s->err,
+		.err = s->reason == REASON_NONE ? 0 : s->err,  /* a progress record has no cause */
 		.detect_ms = f->detect_ms,
 		.peer_state = f->peer_state,
 		.stalled_ms = f->stalled_ms,
@@ -820,6 +821,7 @@ session_set_init(struct session_set *set, void (*on_empty)(void *), void *arg)
 	LIST_INIT(&set->head);
 	LIST_INIT(&set->cursors);
 	set->count = 0;
+	set->progress_ms = now_ms();
 	set->on_empty = on_empty;
 	set->on_empty_arg = arg;
 }
@@ -855,6 +857,38 @@ session_set_apply_policy(struct session_set *set, const struct endpoint *listen,
 		n++;
 	}
 	return n;
+}
+
+/* Has the session's age crossed a multiple of every since the last sweep? */
+static bool
+progress_due(const struct session *s, uint32_t every, uint64_t since, uint64_t now)
+{
+	uint64_t before = since > s->start_ms ? since - s->start_ms : 0;
+
+	return (now - s->start_ms) / every > before / every;
+}
+
+void
+session_set_progress(struct session_set *set)
+{
+	uint64_t now = now_ms();
+	struct close_facts facts;
+	struct session *s;
+
+	if (!accesslog_enabled()) {
+		set->progress_ms = now;
+		return;
+	}
+	LIST_FOREACH(s, &set->head, entry) {
+		uint32_t every = s->origin->cfg->log_interval_ms;
+
+		if (every == 0 || s->state != STATE_RUNNING ||
+		    !progress_due(s, every, set->progress_ms, now))
+			continue;
+		close_facts(s, REASON_NONE, NULL, true, &facts);
+		session_log(s, TEARDOWN_NONE, &facts);
+	}
+	set->progress_ms = now;
 }
 
 void

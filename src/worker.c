@@ -26,9 +26,20 @@ struct worker {
 	bool draining;
 	bool drained;
 	struct event *drain_deadline;
+	struct event progress;          /* once a second: log_interval records */
 };
 
 static void sessions_empty(void *arg);
+
+static void
+progress_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+
+	(void)fd;
+	(void)what;
+	session_set_progress(&w->sessions);
+}
 
 struct worker *
 worker_new(struct process_shared *shared, unsigned index, bool reuseport)
@@ -53,6 +64,13 @@ worker_new(struct process_shared *shared, unsigned index, bool reuseport)
 	session_set_init(&w->sessions, sessions_empty, w);
 	listener_set_init(&w->listeners, w->base, &w->pipes, &w->sessions, &w->stats,
 	    &shared->admission, index, reuseport);
+	event_assign(&w->progress, w->base, -1, EV_PERSIST, progress_tick, w);
+	if (event_add(&w->progress, &(struct timeval){ .tv_sec = 1 }) == -1) {
+		log_warnx("worker %u: progress timer", index);
+		event_base_free(w->base);
+		free(w);
+		return NULL;
+	}
 	return w;
 }
 
@@ -61,6 +79,7 @@ worker_free(struct worker *w)
 {
 	if (w == NULL)
 		return;
+	event_del(&w->progress);
 	listener_close_all(&w->listeners);
 	session_close_all(&w->sessions, REASON_SHUTDOWN);
 	pump_pool_release(&w->pipes);

@@ -15,6 +15,7 @@
 #define ACCESSLOG_LINE_MAX 2048
 
 struct access_record {
+	bool progress;                /* "event":"progress": still open, no close_reason */
 	uint64_t ts_ms;               /* wall clock at close, ms since the epoch */
 	uint64_t id;
 	const char *listener;

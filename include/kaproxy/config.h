@@ -38,6 +38,7 @@ struct listener_config {
 	bool accept_proxy;        /* clients start with a PROXY header */
 	uint32_t accept_proxy_timeout_ms;
 	unsigned reload_live_keep;  /* reload_live_connections: 0 apply, 1 keep */
+	uint32_t log_interval_ms;   /* progress records every this long, 0 = off */
 	struct leg_policy client;
 	struct leg_policy upstream;
 };

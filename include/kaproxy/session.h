@@ -35,6 +35,7 @@ struct session_set {
 	LIST_HEAD(, session) head;
 	LIST_HEAD(, session_cursor) cursors;
 	uint32_t count;
+	uint64_t progress_ms;       /* monotonic time of the last progress sweep */
 	void (*on_empty)(void *arg);
 	void *on_empty_arg;
 };
@@ -118,6 +119,14 @@ struct session_view {
  */
 unsigned session_set_apply_policy(struct session_set *set, const struct endpoint *listen,
     const struct leg_policy *client, const struct leg_policy *upstream);
+
+/*
+ * log_interval: write an "event":"progress" record for each running session
+ * of set whose age passed a multiple of its listener's log_interval since the
+ * last call.  Called about once a second from set's loop; no state per
+ * session, so it costs an idle connection nothing.
+ */
+void session_set_progress(struct session_set *set);
 
 /* Fill v from s, both legs' TCP_INFO read now; on s's loop thread. */
 void session_view(struct session *s, struct session_view *v);

@@ -88,6 +88,30 @@ test_full_line(void **state)
 }
 
 static void
+test_progress_record(void **state)
+{
+	struct access_record rec = sample();
+	struct tcp_snapshot c = { .state = 1, .snd_wnd = 1000 };
+	char buf[ACCESSLOG_LINE_MAX];
+
+	(void)state;
+	rec.progress = true;
+	rec.reason = REASON_NONE;
+	rec.err = 0;
+	rec.detect_ms = -1;
+	rec.peer_state = NULL;
+	rec.client_tcp = &c;
+	rec.upstream_tcp = &c;
+	accesslog_render(&rec, buf, sizeof(buf));
+	assert_non_null(strstr(buf, "\"event\":\"progress\",\"id\":42,"));
+	assert_non_null(strstr(buf, "\"bytes_to_client\":13,\"client_tcp\":{\"state\":\"established\""));
+	/* Still open: no close_reason, no teardown. */
+	assert_null(strstr(buf, "close_reason"));
+	assert_null(strstr(buf, "teardown"));
+	assert_null(strstr(buf, "\"close\""));
+}
+
+static void
 test_not_reading_peer(void **state)
 {
 	struct access_record rec = sample();
@@ -450,6 +474,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_full_line),
 		cmocka_unit_test(test_not_reading_peer),
+		cmocka_unit_test(test_progress_record),
 		cmocka_unit_test(test_optional_fields_omitted),
 		cmocka_unit_test(test_listener_name_escaped),
 		cmocka_unit_test(test_ipv6_client),

@@ -718,7 +718,7 @@ test_print_check(void **state)
 		"workers auto,", "access_log off,", "admin 127.0.0.1:9901,",
 		"shutdown_timeout 30s\n",
 		"[listener a] 127.0.0.1:2000 -> 127.0.0.1:1, [::1]:2 (roundrobin)\n",
-		"  teardown rst, reload_live_connections apply, send_proxy off, accept_proxy off, connect_timeout 5s, idle_timeout 1.5s\n",
+		"  teardown rst, log_interval off, reload_live_connections apply, send_proxy off, accept_proxy off, connect_timeout 5s, idle_timeout 1.5s\n",
 		"  client    keepalive on, idle 1m 15s, interval 15s, count 2, "
 		"user_timeout 1m 45s (auto), nat_timeout 1m 30s\n",
 		"when idle 1m 45s; with data in flight 1m 45s\n",
