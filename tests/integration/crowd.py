@@ -29,10 +29,13 @@ Commands (T = timeout in seconds, default 10):
   read on|off           -> OK          (every connection, and those to come)
   echo on|off           -> OK          (send back what arrives)
   send N                -> OK          (every open connection queues N more bytes)
-  wait WHAT N [T]       -> OK ...stats | TIMEOUT ...stats
+  wait WHAT N [T]       -> OK ...stats | TIMEOUT ...stats | SHORT ...stats
                            WHAT: accepted (total accepted >= N), ended (connections ended
                            >= N), received / sent (every connection, open or ended, has
-                           received / sent >= N bytes), quiet (no byte moved for N seconds)
+                           received / sent >= N bytes; SHORT at once when one ended short of
+                           it), quiet (no byte moved for N seconds)
+                           A mismatch is described on stderr (connection, stream offset,
+                           where in the pattern the wrong bytes come from).
   stats                 -> OK conns= open= accepted= eof= reset= error= closed= mismatch=
                               sent= received= min_received= max_received= errnos=
   close                 -> OK closed=K   (close() every open connection: FIN)
@@ -57,9 +60,9 @@ SEED_STEP = 7919         # per-connection offset of an echo client's stream
 
 
 def doubled(base):
-    """The pattern with its first CHUNK bytes repeated at the end, so any
-    CHUNK bytes of the stream are one slice."""
-    return base + base[:CHUNK]
+    """The pattern continued for CHUNK bytes past its end (CHUNK is longer
+    than PERIOD), so any CHUNK bytes of the stream are one slice."""
+    return (base * (CHUNK // PERIOD + 2))[:PERIOD + CHUNK]
 
 
 class Conn:
@@ -159,10 +162,26 @@ class Crowd:
             i = (c.seed + c.received) % PERIOD
             if data != self.recv_pat[i:i + len(data)]:
                 self.mismatch += 1
+                self.report_mismatch(c, data, i)
                 self.finish(c, "ERROR", OSError(errno.EBADMSG, "mismatch"))
                 return
         c.received += len(data)
         self.want(c)
+
+    def report_mismatch(self, c, data, i):
+        """Say on stderr where a connection's bytes went wrong, and where in
+        the stream the wrong bytes seem to come from (lost or repeated bytes
+        show as a shift)."""
+        want = self.recv_pat[i:i + len(data)]
+        bad = next(k for k in range(len(data)) if data[k] != want[k])
+        probe = data[bad:bad + 64]
+        found = self.recv_pat.find(probe) if len(probe) == 64 else -1
+        sys.stderr.write("mismatch on connection %d (local %s) at stream offset %d "
+                         "(chunk of %d, bad from byte %d); the bytes there match pattern "
+                         "offset %s, expected %d\n" % (
+                             self.conns.index(c), c.sock.getsockname(), c.received + bad,
+                             len(data), bad, found, (i + bad) % PERIOD))
+        sys.stderr.flush()
 
     def on_write(self, c):
         if c.connecting:
@@ -242,7 +261,7 @@ class Crowd:
         def done():
             if any(c.connecting for c in batch):
                 return None
-            return "connected=%d reset=%d failed=%d errnos=%s" % (
+            return "OK connected=%d reset=%d failed=%d errnos=%s" % (
                 b["connected"], b["reset"], b["failed"],
                 ",".join("%s:%d" % kv for kv in sorted(self.errnos.items())) or "-")
         return self.wait_for(done, t)
@@ -269,12 +288,29 @@ class Crowd:
         preds = {
             "accepted": lambda: self.accepted >= n,
             "ended": lambda: sum(c.end is not None for c in self.conns) >= n,
-            "received": lambda: bool(self.conns) and all(c.received >= n for c in self.conns),
-            "sent": lambda: bool(self.conns) and all(c.sent >= n for c in self.conns),
+            "received": lambda: self.reached("received", n),
+            "sent": lambda: self.reached("sent", n),
             "quiet": lambda: time.monotonic() - self.last_move >= n,
         }
         pred = preds[what]
-        return self.wait_for(lambda: self.stats() if pred() else None, t)
+
+        def answer():
+            got = pred()
+            if got == "short":
+                return "SHORT " + self.stats()
+            return "OK " + self.stats() if got else None
+        return self.wait_for(answer, t)
+
+    def reached(self, what, n):
+        """Whether every connection has received / sent n bytes: True, False
+        (not yet), or "short" when one ended before it could."""
+        if not self.conns:
+            return False
+        if all(getattr(c, what) >= n for c in self.conns):
+            return True
+        if any(c.end is not None and getattr(c, what) < n for c in self.conns):
+            return "short"
+        return False
 
     def do_stats(self):
         return "OK " + self.stats()
@@ -302,17 +338,18 @@ class Crowd:
     # -- the loop --------------------------------------------------------------
 
     def wait_for(self, answer, t):
-        """Answer the current command once answer() returns text, or
-        TIMEOUT after t seconds; the loop keeps running meanwhile."""
+        """Answer the current command with the line answer() returns once it
+        returns one, or TIMEOUT after t seconds; the loop keeps running
+        meanwhile."""
         self.waiting = (answer, time.monotonic() + float(t))
         return None
 
     def poll_waiting(self):
         answer, deadline = self.waiting
-        text = answer()
-        if text is not None:
+        line = answer()
+        if line is not None:
             self.waiting = None
-            out("OK " + text)
+            out(line)
         elif time.monotonic() >= deadline:
             self.waiting = None
             out("TIMEOUT " + self.stats())
