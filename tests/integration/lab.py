@@ -267,8 +267,11 @@ def wait_back_to_baseline(pid, base, rss_slack_kib, timeout=10.0, what="kaproxy"
         if seen["fds"] - extra > base["fds"] or extra > 2 * pooled_pipes:
             return False
         if extra:
-            seen["pipe_bytes"] = sum(pipe_bytes(pid, fds[0])
-                                     for fds in proc_pipes(pid).values())
+            try:
+                seen["pipe_bytes"] = sum(pipe_bytes(pid, fds[0])
+                                         for fds in proc_pipes(pid).values())
+            except OSError:     # a pipe closed while we looked: still settling
+                return False
             if seen["pipe_bytes"]:
                 return False
         return seen["rss_kib"] <= base["rss_kib"] + rss_slack_kib
