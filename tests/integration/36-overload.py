@@ -38,7 +38,8 @@ ROUND_SLACK_KIB = 64     # a second identical round reuses the first's memory
 
 
 def refused(admin):
-    return admin.metrics()['kaproxy_connections_refused_total{listener="o",reason="max_connections"}']
+    series = 'kaproxy_connections_refused_total{listener="o",reason="max_connections"}'
+    return admin.metrics()[series]
 
 
 def active(admin):

@@ -46,6 +46,7 @@ Commands (T = timeout in seconds, default 10):
 import argparse
 import errno
 import os
+import resource
 import selectors
 import socket
 import struct
@@ -401,6 +402,9 @@ def out(line):
 
 
 def main():
+    # Thousands of sockets: the soft descriptor limit is often 1024, the hard one far more.
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     ap = argparse.ArgumentParser()
     ap.add_argument("--listen")
     ap.add_argument("--expect", choices=("echo", "stream"), default="stream")
