@@ -6,9 +6,9 @@ connections through one crowd process on each side (crowd.py).  Both sides
 queue 1 GiB each way, so the transfer is still running when, once every
 connection has received at least FLOWING bytes in both directions, the
 aborting side closes all N with SO_LINGER {1,0}.  The other side must see
-ECONNRESET on every connection (not an orderly EOF), and the access log
-must hold N lines of that listener, each <leg>_reset, teardown rst, with
-bytes counted both ways.  With both directions busy the RST meets kaproxy
+ECONNRESET on every connection within RELAY_BOUND_S (not an orderly EOF,
+and not after some timeout), and the access log must hold N lines of that
+listener, each <leg>_reset, teardown rst, with bytes counted both ways.  With both directions busy the RST meets kaproxy
 in a read or in a write, on either leg's event; all of them must end the
 same way.
 
@@ -17,9 +17,14 @@ PUMP_POOL_PIPES empty pooled pipes allowed; a pipe that held bytes of a
 reset connection must have been closed, not pooled) and its RSS within the
 high-water mark of N connections at 1 KiB each (not judged under ASan).
 """
+import time
+
 import lab
 
 N = 200
+# All N other peers reset, from the first abort: 0.06 s measured.  A
+# keepalive or user timeout (90 s with this policy) would be far later.
+RELAY_BOUND_S = 5.0
 STREAM = 1 << 30
 FLOWING = 256 << 10
 POOL_PIPES = 64               # PUMP_POOL_PIPES
@@ -42,11 +47,13 @@ def aborts(t, leg):
         t.check(r["mismatch"] == "0" and r["open"] == str(N),
                 "%s: bytes flow intact on all %d connections (%s)" % (p.name, N, r))
     aborter, watcher = (cli, srv) if leg == "client" else (srv, cli)
+    started = time.monotonic()
     r = aborter.ok("rst_close")
     t.check(r["closed"] == str(N), "%s aborts all %d connections mid-transfer" % (aborter.name, N))
-    r = watcher.wait("ended", N, 15)
+    r = watcher.wait("ended", N, RELAY_BOUND_S)
     t.check(r["reset"] == str(N) and r["eof"] == "0" and r["mismatch"] == "0",
             "%s abort: every one of the %d other peers is reset (%s)" % (leg, N, r))
+    lab.log("MEASURE %s abort: %d RSTs passed on in %.2fs" % (leg, N, time.monotonic() - started))
     lines = lab.wait_until(lambda: len(t.access_log.closed(name)) >= N
                            and t.access_log.closed(name), 15, "%d lines of %s" % (N, name))
     t.check(len(lines) == N, "%s: one line per connection (%d)" % (name, len(lines)))
