@@ -89,7 +89,7 @@ class Crowd:
         self.mismatch = 0
         self.errnos = {}
         self.last_move = time.monotonic()
-        self.waiting = None         # (predicate, deadline) of the command awaiting its answer
+        self.waiting = None         # (answer, deadline) of the command awaiting its answer
         self.connect_batch = None
         self.lsock = None
         if listen:
