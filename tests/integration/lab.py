@@ -214,34 +214,6 @@ def proc_rss_kib(pid):
     raise Failure("no VmRSS for pid %d" % pid)
 
 
-def proc_pipes(pid):
-    """pid's pipes: {pipe inode: [its descriptors in pid]} (both ends, usually)."""
-    pipes = {}
-    base = "/proc/%d/fd" % pid
-    for fd in os.listdir(base):
-        try:
-            m = re.match(r"pipe:\[(\d+)\]", os.readlink(os.path.join(base, fd)))
-        except OSError:
-            continue
-        if m:
-            pipes.setdefault(int(m.group(1)), []).append(int(fd))
-    return pipes
-
-
-_FIONREAD = 0x541B
-
-
-def pipe_bytes(pid, fd):
-    """Bytes waiting in the pipe that is pid's descriptor fd (FIONREAD)."""
-    dup = steal_fd(pid, fd)
-    try:
-        buf = bytearray(4)
-        fcntl.ioctl(dup, _FIONREAD, buf)
-        return int.from_bytes(buf, sys.byteorder)
-    finally:
-        os.close(dup)
-
-
 def proc_usage(pid):
     """{"fds": open descriptors, "pipe_fds": how many of them are pipe ends,
     "rss_kib": resident KiB} of pid now."""
@@ -291,6 +263,34 @@ def asan_build(binary):
     its RSS says nothing about kaproxy's own."""
     with open(binary, "rb") as f:
         return b"__asan_init" in f.read()
+
+
+def proc_pipes(pid):
+    """pid's pipes: {pipe inode: [its descriptors in pid]} (both ends, usually)."""
+    pipes = {}
+    base = "/proc/%d/fd" % pid
+    for fd in os.listdir(base):
+        try:
+            m = re.match(r"pipe:\[(\d+)\]", os.readlink(os.path.join(base, fd)))
+        except OSError:
+            continue
+        if m:
+            pipes.setdefault(int(m.group(1)), []).append(int(fd))
+    return pipes
+
+
+_FIONREAD = 0x541B
+
+
+def pipe_bytes(pid, fd):
+    """Bytes waiting in the pipe that is pid's descriptor fd (FIONREAD)."""
+    dup = steal_fd(pid, fd)
+    try:
+        buf = bytearray(4)
+        fcntl.ioctl(dup, _FIONREAD, buf)
+        return int.from_bytes(buf, sys.byteorder)
+    finally:
+        os.close(dup)
 
 
 _SYS_pidfd_open, _SYS_pidfd_getfd = 434, 438
@@ -394,10 +394,8 @@ class Reply:
 class Peer(Proc):
     """peer.py in a namespace, driven line by line (see peer.py for commands)."""
 
-    script = PEER
-
-    def __init__(self, lab, role, argv, name):
-        super().__init__(lab, lab.ns[role], [sys.executable, "-u", self.script] + argv,
+    def __init__(self, lab, role, argv, name, script=PEER):
+        super().__init__(lab, lab.ns[role], [sys.executable, "-u", script] + argv,
                          name, stdin=True, stdout_pipe=True)
         self.role = role
         self._lines = queue.Queue()
@@ -451,7 +449,8 @@ class Crowd(Peer):
     """crowd.py in a namespace: many connections driven as one, line by line
     (see crowd.py for commands)."""
 
-    script = CROWD
+    def __init__(self, lab, role, argv, name):
+        super().__init__(lab, role, argv, name, script=CROWD)
 
     def wait(self, what, n, timeout=10.0):
         """crowd's `wait WHAT N T`, which must answer OK: the stats as a Reply."""
