@@ -14,7 +14,7 @@ Leak check: descriptors back to the start-up baseline exactly (kaproxy may
 keep up to PUMP_POOL_PIPES empty pipes for reuse; every pipe it holds must
 be empty).  RSS: the second 1,000 connections reuse what the first 1,000
 freed, so RSS after round 2 may exceed RSS after round 1 by at most
-ROUND_SLACK_KIB (one worker only: with two, round 2 grew RSS by 40-48 KiB
+ROUND_SLACK_KIB (one worker only: with two, round 2 grew RSS by 40-60 KiB
 over round 1 in every run, probably because each thread allocates from its
 own malloc arena and a connection may land on the other worker in round 2);
 against the start-up baseline the slack is the high-water mark of 1,000
