@@ -4,7 +4,10 @@
 kaproxy runs under `prlimit --nofile=N:N` (so it cannot raise the limit
 itself).  Sessions take two descriptors each, so depending on the parity of
 what is left, the last client meets either a failing accept or a failing
-upstream socket; both limits N and N+1 are tried, so both paths run.
+upstream socket; both limits N and N+1 are tried, so both paths run.  Once every connection
+has closed, kaproxy's descriptors are back to what it held after start-up
+(empty pooled pipes allowed) and its RSS within RSS_SLACK_KIB of it (not
+judged under ASan).
 """
 import os
 import time
@@ -12,6 +15,11 @@ import time
 import lab
 
 BASE = 16
+POOL_PIPES = 64               # PUMP_POOL_PIPES: empty pipes kaproxy may keep
+# What may stay resident after the load: the high-water mark of the ~16
+# sessions at the documented 1 KiB each, and the buffers kaproxy's first
+# warning and access-log lines allocate once (stdio, 4 KiB each).
+RSS_SLACK_KIB = 16 * 1 + 2 * 4
 
 
 def cpu_seconds(pid):
@@ -24,6 +32,7 @@ def run_with_limit(t, srv, limit, port):
     listen = "%s:%d" % (lab.PROXY_CLIENT_IP, port)
     px = t.start_kaproxy({"t%d" % port: lab.listener(listen=listen)},
                          wrapper=["prlimit", "--nofile=%d:%d" % (limit, limit)])
+    base = lab.proc_usage(px.pid)
     held, waiting = [], None
     for i in range(limit):
         c = t.client("c%d-%d" % (port, i))
@@ -57,7 +66,7 @@ def run_with_limit(t, srv, limit, port):
     for c in held[:2]:
         t.close_pair(c, srv)
     if paused:
-        r = srv.cmd("accept 5", timeout=10)
+        r_waiting = r = srv.cmd("accept 5", timeout=10)
         t.check(r.status == "OK", "limit %d: the waiting client is accepted after the pause (%s)"
                 % (limit, r))
         srv.ok("expect 10")
@@ -67,6 +76,17 @@ def run_with_limit(t, srv, limit, port):
     r = srv.cmd("accept 5", timeout=10)
     t.check(r.status == "OK", "limit %d: a new client is served again (%s)" % (limit, r))
     srv.ok("expect 10")
+    late.server_conn = int(r["conn"])
+
+    # The exhaustion over, every connection closed: nothing of it stays in kaproxy.
+    for c in held[2:] + [late]:
+        t.close_pair(c, srv)
+    if paused:
+        waiting.server_conn = int(r_waiting["conn"])
+        t.close_pair(waiting, srv)
+    slack = (1 << 30) if lab.asan_build(t.kaproxy_bin) else RSS_SLACK_KIB
+    lab.wait_back_to_baseline(px.pid, base, slack, pooled_pipes=POOL_PIPES,
+                              what="limit %d: kaproxy" % limit)
     px.drain()
     t.wait_kaproxy_exit()
     return paused, failed
