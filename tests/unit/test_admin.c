@@ -99,7 +99,7 @@ start_admin(struct fixture *f)
 
 	snprintf(text, sizeof(text), "127.0.0.1:%u", loopback_free_port());
 	assert_int_equal(endpoint_parse(text, &f->ep), 0);
-	f->admin = admin_start(f->workers, 2, &f->ep, &f->proc, &f->shared.draining);
+	f->admin = admin_start(f->workers, 2, &f->ep, 4, &f->proc, &f->shared.draining);
 	assert_non_null(f->admin);
 }
 
