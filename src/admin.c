@@ -854,8 +854,15 @@ admin_socket(const struct endpoint *ep)
 		log_warn("admin: socket");
 		return -1;
 	}
+	/*
+	 * A burst of connections waits in a long accept queue, from which the
+	 * cap's 503 drains it at once, rather than overflowing a short one and
+	 * waiting a second for the kernel's SYN-ACK retransmission.  Queued
+	 * connections are the kernel's, not descriptors of ours.
+	 */
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
-	    bind(fd, (const struct sockaddr *)&ep->addr, ep->len) == -1 || listen(fd, 64) == -1) {
+	    bind(fd, (const struct sockaddr *)&ep->addr, ep->len) == -1 ||
+	    listen(fd, SOMAXCONN) == -1) {
 		log_warn("admin: listen on %s", ep->text);
 		close(fd);
 		return -1;
