@@ -76,10 +76,25 @@ def admin_addr():
 
 # --- the child, inside the proxy namespace ---------------------------------
 
+def answer_complete(data):
+    """Whether data holds a whole response (its head and Content-Length body)."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value)
+    return True
+
+
 def read_answer(s, timeout):
-    """(status or None, how it ended: EOF|RESET|TIMEOUT, bytes read)."""
+    """(status or None, how the connection ended: EOF|RESET|TIMEOUT, bytes
+    read, seconds to the answer or the end).  Once a whole answer is in, the
+    close must follow within half a second (else TIMEOUT: kept open)."""
+    t0 = time.monotonic()
     s.settimeout(timeout)
-    data, how = b"", "TIMEOUT"
+    data, how, answered = b"", "TIMEOUT", None
     try:
         while True:
             chunk = s.recv(65536)
@@ -87,6 +102,9 @@ def read_answer(s, timeout):
                 how = "EOF"
                 break
             data += chunk
+            if answered is None and answer_complete(data):
+                answered = time.monotonic() - t0
+                s.settimeout(0.5)
     except ConnectionResetError:
         how = "RESET"
     except socket.timeout:
@@ -94,21 +112,19 @@ def read_answer(s, timeout):
     status = None
     if data.startswith(b"HTTP/1.") and len(data) >= 12:
         status = int(data[9:12])
-    return status, how, len(data)
+    return status, how, len(data), answered if answered is not None else time.monotonic() - t0
 
 
 def child_raw():
     out = []
     for what, raw, _ in RAW_CASES + [ACCEPTED]:
         s = socket.create_connection(admin_addr(), timeout=5)
-        t0 = time.monotonic()
         try:
             s.sendall(raw)
         except OSError:
             pass     # refused while still sending: what came back is read below
-        status, how, n = read_answer(s, REQUEST_DEADLINE + 3)
-        out.append({"what": what, "status": status, "how": how, "bytes": n,
-                    "secs": time.monotonic() - t0})
+        status, how, n, secs = read_answer(s, REQUEST_DEADLINE + 3)
+        out.append({"what": what, "status": status, "how": how, "bytes": n, "secs": secs})
         s.close()
     print(json.dumps(out), flush=True)
 
@@ -186,7 +202,7 @@ def child_slow(n_slow, n_noread, limit_s):
     if noread and wait > 0:
         time.sleep(wait)
     for n in noread:
-        n["status"], n["how"], n["bytes"] = read_answer(n["sock"], 1.0)
+        n["status"], n["how"], n["bytes"], _ = read_answer(n["sock"], 1.0)
         n["checked"] = time.monotonic() - t0
         n["sock"].close()
         del n["sock"]
@@ -225,6 +241,9 @@ def check_raw(t, results):
         t.check(r["status"] in allowed or closed,
                 "%s: answered %s (allowed %s), then %s after %.2fs" % (
                     what, r["status"], sorted(allowed, key=str), r["how"], r["secs"]))
+        if r["status"] != 200:
+            t.check(r["how"] in ("EOF", "RESET"), "%s: the connection ends with the refusal (%s)"
+                    % (what, r["how"]))
     # An answer comes at once; a close without one at the request deadline.
     answered = [r["secs"] for r in results if r["status"] is not None]
     closed = [r["secs"] for r in results if r["status"] is None]
