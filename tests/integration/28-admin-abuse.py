@@ -332,9 +332,11 @@ def main(t):
             "forwarding latency unchanged by the abuse: median %.2f ms <= %.1f x %.2f + %.0f ms"
             % (med_during, RTT_RATIO, med_before, RTT_EXTRA_MS))
 
-    # Under ASan freed memory stays in its quarantine: only descriptors tell there.
+    # Under ASan freed memory stays in its quarantine, and TSan's shadow grows
+    # with it: only descriptors tell there.
     with open("/proc/%d/maps" % px.pid) as f:
-        sanitized = "libasan" in f.read()
+        maps = f.read()
+    sanitized = "libasan" in maps or "libtsan" in maps
     lab.wait_back_to_baseline(px.pid, base, 64 * 1024 if sanitized else 1024,
                               timeout=REPLY_DEADLINE + lab.SLACK)
     code, body = admin.request("/healthz")
