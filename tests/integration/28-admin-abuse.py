@@ -19,7 +19,8 @@ CAP = 16                 # admin_max_connections
 REQUEST_DEADLINE = 5.0   # a whole request head, from the accept (src/admin.c)
 REPLY_DEADLINE = 10.0    # a reply, from its request to its last byte taken
 N_SLOW = 300             # slowloris connections, far more than CAP
-N_NOREAD = 3             # clients that send requests and never read
+N_NOREAD = 3             # clients that send requests and never read (and one more
+                         # connection trickles its second request after a reply)
 TICK = 0.25              # each slowloris connection sends one byte per tick
 RTT_SAMPLES = 25         # before the abuse, and at least as many during it
 RTT_PACE = 0.1           # seconds between ping-pongs, so that they spread over the abuse
@@ -130,10 +131,16 @@ def child_raw():
 
 
 def child_slow(n_slow, n_noread, limit_s):
-    """Never-readers first (they take slots), then n_slow slowloris
-    connections, each sending its request one byte per TICK; report when
-    each one ended and how."""
+    """A kept-alive connection that trickles its second request, and
+    never-readers (they take slots), then n_slow slowloris connections, each
+    sending its request one byte per TICK; report when each one ended and
+    how."""
     t0 = time.monotonic()
+    kept = socket.create_connection(admin_addr(), timeout=5)
+    kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    asked = time.monotonic() - t0
+    kept_status, kept_how, _, answered = read_answer(kept, 5)
+    kept_replied = asked + answered
     noread = []
     for _ in range(n_noread):
         s = socket.socket()
@@ -177,13 +184,19 @@ def child_slow(n_slow, n_noread, limit_s):
                 except (BrokenPipeError, ConnectionResetError):
                     pass    # its end is read by read_ends
 
-    for i in range(n_slow):
-        s = socket.create_connection(admin_addr(), timeout=5)
+    def add(s, start):
         s.setblocking(False)
-        c = {"sock": s, "start": time.monotonic() - t0, "end": None, "how": None,
+        c = {"sock": s, "start": start, "end": None, "how": None,
              "status": None, "data": b"", "sent": 0}
         slow.append(c)
         sel.register(s, selectors.EVENT_READ, c)
+        return c
+
+    kept_alive = add(kept, kept_replied)
+    kept_alive.update(first_status=kept_status, first_how=kept_how)
+    for i in range(n_slow):
+        c = add(socket.create_connection(admin_addr(), timeout=5), time.monotonic() - t0)
+        s = c["sock"]
         try:
             s.send(text[:1])
             c["sent"] = 1
@@ -210,7 +223,7 @@ def child_slow(n_slow, n_noread, limit_s):
         if c["end"] is None:
             c["sock"].close()
         del c["sock"], c["data"]
-    print(json.dumps({"slow": slow, "noread": noread}), flush=True)
+    print(json.dumps({"kept": slow[0], "slow": slow[1:], "noread": noread}), flush=True)
 
 
 # --- the parent ------------------------------------------------------------
@@ -256,7 +269,16 @@ def check_raw(t, results):
 
 
 def check_slow(t, res):
-    slow, noread = res["slow"], res["noread"]
+    slow, noread, kept = res["slow"], res["noread"], res["kept"]
+    t.check(kept["first_status"] == 200 and kept["first_how"] == "TIMEOUT",
+            "a kept-alive connection got its 200 and stayed open (%s, %s)"
+            % (kept["first_status"], kept["first_how"]))
+    t.check(kept["end"] is not None and kept["how"] in ("EOF", "RESET"),
+            "the kept-alive connection trickling its next request was closed by kaproxy (%s)"
+            % kept["how"])
+    t.check_within("a kept-alive connection trickling its next request closed, after its reply",
+                   kept["end"] - kept["start"], REQUEST_DEADLINE,
+                   lower_s=REQUEST_DEADLINE - 0.5, leg="client", situation="admin slowloris")
     refused = [c for c in slow if c["status"] == 503]
     held = [c for c in slow if c["status"] != 503]
     t.check(all(c["end"] is not None for c in slow),
