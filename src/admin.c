@@ -42,7 +42,8 @@
 
 /*
  * libevent's own bounds, looser than adminreq's so that a head it frames is
- * judged by adminreq (431); beyond them libevent itself answers 413.
+ * judged by adminreq (431); a head beyond them libevent refuses itself with
+ * 400 while it is still arriving, a body with 413.
  */
 #define ADMIN_MAX_HEADERS (2 * ADMINREQ_MAX_HEAD)
 #define ADMIN_MAX_BODY 1024
@@ -643,8 +644,13 @@ conn_copy(struct evbuffer *input, const struct evbuffer_cb_info *info, void *arg
 	size_t len = evbuffer_get_length(input), room, n;
 	struct evbuffer_ptr from;
 
-	if (info->n_added == 0 || info->n_added > len)
+	if (info->n_added == 0)
 		return;
+	if (info->n_added > len) {
+		/* added and drained in one report: those bytes cannot be copied */
+		c->dropped = true;
+		return;
+	}
 	room = sizeof(c->head) - c->head_len;
 	n = info->n_added < room ? info->n_added : room;
 	if (n < info->n_added)
