@@ -8,6 +8,17 @@
  * loop when it is done.  The reply goes out when every part is in, or at
  * ADMIN_WORKER_WAIT_MS with what arrived, saying which workers did not
  * answer.  A worker that never answers costs a late part, never a hang.
+ *
+ * No client of the endpoint can hold it either.  Each connection is tracked
+ * from its accept (evhttp builds it on a bufferevent made here) to evhttp's
+ * close callback: it must deliver a whole request head within
+ * ADMIN_REQUEST_DEADLINE_MS of its accept or of the end of its previous
+ * reply, and take its reply within ADMIN_REPLY_DEADLINE_MS, or it is closed,
+ * however slowly it trickles bytes.  At most max_conns are open: at the cap
+ * evhttp stops accepting and a plain accept answers 503 and closes at once.
+ * The raw bytes of each head are copied as they arrive and read by
+ * adminreq_parse, which decides the route and refuses with a 4xx whatever is
+ * not plainly one of them; libevent's lenient parse only frames the request.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -18,20 +29,46 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 
 #include "kaproxy/admin.h"
+#include "kaproxy/adminreq.h"
 #include "kaproxy/log.h"
 #include "kaproxy/session.h"
 
-#define ADMIN_MAX_HEADERS 8192
+/*
+ * libevent's own bounds, looser than adminreq's so that a head it frames is
+ * judged by adminreq (431); a head beyond them libevent refuses itself with
+ * 400 while it is still arriving, a body with 413.
+ */
+#define ADMIN_MAX_HEADERS (2 * ADMINREQ_MAX_HEAD)
 #define ADMIN_MAX_BODY 1024
-#define ADMIN_TIMEOUT_S 10
+#define ADMIN_TIMEOUT_S 10            /* libevent's: no progress reading or writing */
 #define ADMIN_WORKER_WAIT_MS 1000
-#define CONNECTIONS_DEFAULT_LIMIT 1000
-#define CONNECTIONS_MAX_LIMIT 100000
+/* A whole request head, from the accept or from the end of the previous reply. */
+#define ADMIN_REQUEST_DEADLINE_MS 5000
+/* A reply, from its request to its last byte taken: the workers' wait and the writing. */
+#define ADMIN_REPLY_DEADLINE_MS 10000
+_Static_assert(ADMIN_REPLY_DEADLINE_MS > ADMIN_WORKER_WAIT_MS,
+    "a request is answered before its connection's deadline");
+_Static_assert(ADMINREQ_NAME_MAX == CONFIG_NAME_MAX, "?listener= holds a listener name");
+
+/* Sent as is to a connection over the cap, which is then closed. */
+#define REFUSE_BODY "too many admin connections\n"
+#define REFUSE_REPLY "HTTP/1.1 503 Service Unavailable\r\n" \
+	"Content-Type: text/plain; charset=utf-8\r\nContent-Length: 27\r\n" \
+	"Connection: close\r\n\r\n" REFUSE_BODY
+_Static_assert(sizeof(REFUSE_BODY) - 1 == 27, "Content-Length of REFUSE_BODY");
+/* Connections refused per wake-up of the refusing accept, so others get a turn. */
+#define REFUSE_STEP 32
+
+/* The statuses adminreq refuses with, for their counters. */
+static const int refused_codes[] = { 400, 404, 405, 414, 431 };
+#define N_REFUSED_CODES (sizeof(refused_codes) / sizeof(refused_codes[0]))
 
 /*
  * Sessions rendered per step on a worker (two TCP_INFO reads each), and the
@@ -74,6 +111,24 @@ struct gather {
 	struct gather_part parts[];
 };
 
+/*
+ * One admin connection, from its accept to evhttp's close callback; a slot
+ * of the pool made at start, so that an accept allocates nothing of ours.
+ */
+struct admin_conn {
+	LIST_ENTRY(admin_conn) entry;  /* open, or free */
+	struct admin *admin;
+	struct bufferevent *bev;       /* made here for evhttp; one reference is ours */
+	struct evhttp_connection *evcon; /* once attached */
+	struct evbuffer_cb_entry *copy_cb;
+	struct event attach_ev;        /* right after the accept */
+	struct event deadline;
+	struct evhttp_request *serving; /* the request being answered, or NULL */
+	bool dropped;                  /* bytes past head[] were not kept */
+	size_t head_len;
+	char head[ADMINREQ_MAX_HEAD];  /* what the client sent, from its current request on */
+};
+
 struct admin {
 	struct event_base *base;
 	struct evhttp *http;
@@ -84,6 +139,15 @@ struct admin {
 	const struct stats_process *proc;
 	const atomic_bool *draining;
 	LIST_HEAD(, gather) pending;
+
+	struct evconnlistener *listener; /* evhttp's accept, off while at the cap */
+	struct event refuse_ev;        /* the accept that answers 503, on while at the cap */
+	struct event refuse_pause;     /* EMFILE: the refusing accept rests a second */
+	struct admin_conn *pool;
+	LIST_HEAD(, admin_conn) open, free;
+	unsigned n_open, max_conns;
+	/* Read and written on the admin thread only. */
+	uint64_t conns_refused, deadline_closed, requests_refused[N_REFUSED_CODES];
 };
 
 static void
@@ -221,6 +285,37 @@ missing_text(const struct gather *g, char *buf, size_t size)
 	}
 }
 
+/* The endpoint's own figures (admin thread: read where they are written). */
+static int
+render_admin_metrics(const struct admin *a, struct evbuffer *out)
+{
+	size_t i;
+
+	if (evbuffer_add_printf(out,
+	    "# HELP kaproxy_admin_connections Admin endpoint connections open now.\n"
+	    "# TYPE kaproxy_admin_connections gauge\n"
+	    "kaproxy_admin_connections %u\n"
+	    "# HELP kaproxy_admin_connections_refused_total Admin connections answered 503 and "
+	    "closed at their accept because admin_max_connections were open.\n"
+	    "# TYPE kaproxy_admin_connections_refused_total counter\n"
+	    "kaproxy_admin_connections_refused_total %llu\n"
+	    "# HELP kaproxy_admin_deadline_closed_total Admin connections closed because a whole "
+	    "request did not arrive, or its reply was not taken, in time.\n"
+	    "# TYPE kaproxy_admin_deadline_closed_total counter\n"
+	    "kaproxy_admin_deadline_closed_total %llu\n"
+	    "# HELP kaproxy_admin_requests_refused_total Admin requests refused by the strict "
+	    "reading of the request, by status.\n"
+	    "# TYPE kaproxy_admin_requests_refused_total counter\n",
+	    a->n_open, (unsigned long long)a->conns_refused,
+	    (unsigned long long)a->deadline_closed) == -1)
+		return -1;
+	for (i = 0; i < N_REFUSED_CODES; i++)
+		if (evbuffer_add_printf(out, "kaproxy_admin_requests_refused_total{code=\"%d\"} %llu\n",
+		    refused_codes[i], (unsigned long long)a->requests_refused[i]) == -1)
+			return -1;
+	return 0;
+}
+
 static void
 reply_metrics(struct gather *g)
 {
@@ -254,6 +349,11 @@ reply_metrics(struct gather *g)
 		return;
 	}
 	stats_free_all(&merged);
+	if (render_admin_metrics(g->admin, out) == -1) {
+		evbuffer_free(out);
+		evhttp_send_error(req, HTTP_INTERNAL, NULL);
+		return;
+	}
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
 	    "text/plain; version=0.0.4; charset=utf-8");
 	evhttp_send_reply(req, HTTP_OK, "OK", out);
@@ -409,52 +509,19 @@ gather_start(struct gather *g)
 	}
 }
 
-/* Parse ?listener= and ?limit=; on a bad value answer 400 and return -1. */
-static int
-connections_query(struct evhttp_request *req, const char *query, char **filter,
-    unsigned long *limit)
-{
-	struct evkeyvalq params;
-	const char *value;
-	char *end;
-	int rc = 0;
-
-	*filter = NULL;
-	*limit = CONNECTIONS_DEFAULT_LIMIT;
-	TAILQ_INIT(&params);
-	if (query == NULL || evhttp_parse_query_str(query, &params) != 0)
-		return 0;
-	if ((value = evhttp_find_header(&params, "listener")) != NULL &&
-	    (*filter = strdup(value)) == NULL) {
-		evhttp_send_error(req, HTTP_INTERNAL, NULL);
-		rc = -1;
-	}
-	if (rc == 0 && (value = evhttp_find_header(&params, "limit")) != NULL) {
-		errno = 0;
-		*limit = strtoul(value, &end, 10);
-		if (errno != 0 || *end != '\0' || *value == '\0' || *limit == 0 ||
-		    *limit > CONNECTIONS_MAX_LIMIT) {
-			reply_text(req, HTTP_BADREQUEST, "Bad Request",
-			    "limit must be an integer from 1 to 100000\n");
-			free(*filter);
-			*filter = NULL;
-			rc = -1;
-		}
-	}
-	evhttp_clear_headers(&params);
-	return rc;
-}
-
 static void
 serve_gathered(struct admin *a, struct evhttp_request *req, enum gather_kind kind,
-    const char *query)
+    const struct adminreq *r)
 {
 	struct gather *g;
-	unsigned long limit = 0;
 	char *filter = NULL;
 
-	if (kind == GATHER_CONNECTIONS && connections_query(req, query, &filter, &limit) == -1)
+	if (kind == GATHER_CONNECTIONS && r->listener[0] != '\0' &&
+	    (filter = strdup(r->listener)) == NULL) {
+		log_warn("admin: request");
+		evhttp_send_error(req, HTTP_INTERNAL, NULL);
 		return;
+	}
 	g = gather_new(a, req, kind);
 	if (g == NULL) {
 		log_warn("admin: request");
@@ -463,39 +530,313 @@ serve_gathered(struct admin *a, struct evhttp_request *req, enum gather_kind kin
 		return;
 	}
 	g->filter = filter;
-	g->limit = limit;
+	g->limit = r->limit;
 	gather_start(g);
+}
+
+/* ---- connections: accept, deadline, cap --------------------------------- */
+
+static void
+conn_arm(struct admin_conn *c, unsigned ms)
+{
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+
+	evtimer_add(&c->deadline, &tv);
+}
+
+static void
+refuse_start(struct admin *a)
+{
+	evconnlistener_disable(a->listener);
+	event_add(&a->refuse_ev, NULL);
+}
+
+static void
+refuse_stop(struct admin *a)
+{
+	event_del(&a->refuse_ev);
+	event_del(&a->refuse_pause);
+	if (a->listener != NULL)    /* NULL once evhttp_free has freed it */
+		evconnlistener_enable(a->listener);
+}
+
+/*
+ * The connection is gone, or evhttp never took it: free its slot and drop our
+ * reference to its bufferevent (evhttp frees it, and closes the socket, itself).
+ */
+static void
+conn_release(struct admin_conn *c)
+{
+	struct admin *a = c->admin;
+
+	event_del(&c->attach_ev);
+	event_del(&c->deadline);
+	evbuffer_remove_cb_entry(bufferevent_get_input(c->bev), c->copy_cb);
+	bufferevent_decref(c->bev);
+	c->bev = NULL;
+	c->evcon = NULL;
+	LIST_REMOVE(c, entry);
+	LIST_INSERT_HEAD(&a->free, c, entry);
+	if (a->n_open-- == a->max_conns)
+		refuse_stop(a);
+}
+
+/* evhttp is freeing the connection (closecb): every way it ends comes here. */
+static void
+conn_closed(struct evhttp_connection *evcon, void *arg)
+{
+	(void)evcon;
+	conn_release(arg);
+}
+
+/*
+ * Right after the accept, once evhttp has built its connection on our
+ * bufferevent (whose callback argument it is): watch its close, start the
+ * clock.  Runs before any read on it, queued during the accept.
+ */
+static void
+conn_attach(evutil_socket_t fd, short what, void *arg)
+{
+	struct admin_conn *c = arg;
+	bufferevent_event_cb eventcb;
+	void *evcon;
+
+	(void)fd;
+	(void)what;
+	bufferevent_getcb(c->bev, NULL, NULL, &eventcb, &evcon);
+	if (eventcb == NULL) {
+		/* evhttp failed to set it up (out of memory) and let it go */
+		conn_release(c);
+		return;
+	}
+	c->evcon = evcon;
+	evhttp_connection_set_closecb(c->evcon, conn_closed, c);
+	conn_arm(c, ADMIN_REQUEST_DEADLINE_MS);
+}
+
+static void
+conn_deadline(evutil_socket_t fd, short what, void *arg)
+{
+	struct admin_conn *c = arg;
+
+	(void)fd;
+	(void)what;
+	if (c->serving != NULL && evhttp_request_get_response_code(c->serving) == 0) {
+		/* Not answered yet: the gather's earlier deadline answers it first. */
+		conn_arm(c, 100);
+		return;
+	}
+	c->admin->deadline_closed++;
+	log_debug("admin: closing a connection that %s in time",
+	    c->serving != NULL ? "did not take its reply" : "sent no whole request");
+	evhttp_connection_free(c->evcon);   /* conn_closed follows */
+}
+
+/*
+ * Keep a copy of every byte the client sends, from the start of its current
+ * request, for adminreq.  An input buffer callback runs as the bytes are
+ * read, before evhttp's read callback consumes them.
+ */
+static void
+conn_copy(struct evbuffer *input, const struct evbuffer_cb_info *info, void *arg)
+{
+	struct admin_conn *c = arg;
+	size_t len = evbuffer_get_length(input), room, n;
+	struct evbuffer_ptr from;
+
+	if (info->n_added == 0)
+		return;
+	if (info->n_added > len) {
+		/* added and drained in one report: those bytes cannot be copied */
+		c->dropped = true;
+		return;
+	}
+	room = sizeof(c->head) - c->head_len;
+	n = info->n_added < room ? info->n_added : room;
+	if (n < info->n_added)
+		c->dropped = true;
+	if (n == 0 || evbuffer_ptr_set(input, &from, len - info->n_added, EVBUFFER_PTR_SET) == -1)
+		return;
+	if (evbuffer_copyout_from(input, &from, c->head + c->head_len, n) == (ev_ssize_t)n)
+		c->head_len += n;
+	else
+		c->dropped = true;
+}
+
+/*
+ * evhttp's bufferevent callback: each accepted connection is built on one
+ * made here, so that it is tracked from its accept.  Reaching the cap turns
+ * evhttp's accept off (the listener stops its accept loop at once).
+ */
+static struct bufferevent *
+conn_new(struct event_base *base, void *arg)
+{
+	struct admin *a = arg;
+	struct admin_conn *c = LIST_FIRST(&a->free);
+	struct bufferevent *bev;
+
+	if (c == NULL) {
+		/* Cannot happen: the accept is off at the cap. */
+		log_warnx("admin: no free connection slot");
+		return NULL;
+	}
+	/* Without BEV_OPT_CLOSE_ON_FREE evhttp closes the socket itself. */
+	bev = bufferevent_socket_new(base, -1, 0);
+	if (bev == NULL || (c->copy_cb = evbuffer_add_cb(bufferevent_get_input(bev), conn_copy,
+	    c)) == NULL) {
+		/* evhttp then builds its own, which is not tracked */
+		log_warnx("admin: cannot track a connection (out of memory)");
+		if (bev != NULL)
+			bufferevent_free(bev);
+		return NULL;
+	}
+	bufferevent_incref(bev);
+	c->bev = bev;
+	c->evcon = NULL;
+	c->serving = NULL;
+	c->dropped = false;
+	c->head_len = 0;
+	LIST_REMOVE(c, entry);
+	LIST_INSERT_HEAD(&a->open, c, entry);
+	event_active(&c->attach_ev, EV_TIMEOUT, 1);
+	if (++a->n_open == a->max_conns)
+		refuse_start(a);
+	return bev;
+}
+
+static void
+refuse_resume(evutil_socket_t fd, short what, void *arg)
+{
+	struct admin *a = arg;
+
+	(void)fd;
+	(void)what;
+	if (a->n_open >= a->max_conns)
+		event_add(&a->refuse_ev, NULL);
+}
+
+/* At the cap: accept, answer 503, close; nothing is kept. */
+static void
+refuse_accept(evutil_socket_t fd, short what, void *arg)
+{
+	static const struct timeval pause = { 1, 0 };
+	struct admin *a = arg;
+	char discard[1024];
+	int s, i;
+
+	(void)what;
+	for (i = 0; i < REFUSE_STEP; i++) {
+		s = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (s == -1) {
+			if (errno == EMFILE || errno == ENFILE) {
+				log_warn("admin: accept");
+				event_del(&a->refuse_ev);
+				evtimer_add(&a->refuse_pause, &pause);
+			} else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+			    errno != ECONNABORTED) {
+				log_warn("admin: accept");
+			}
+			return;
+		}
+		a->conns_refused++;
+		/* Read what already came, so that the close is a FIN the reply precedes. */
+		if (recv(s, discard, sizeof(discard), MSG_DONTWAIT) == -1 && errno != EAGAIN &&
+		    errno != EWOULDBLOCK)
+			log_debug("admin: refused connection: recv: %s", strerror(errno));
+		if (send(s, REFUSE_REPLY, sizeof(REFUSE_REPLY) - 1, MSG_DONTWAIT | MSG_NOSIGNAL) == -1)
+			log_debug("admin: refused connection: send: %s", strerror(errno));
+		close(s);
+	}
+}
+
+static struct admin_conn *
+conn_of(struct admin *a, struct evhttp_request *req)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+	struct admin_conn *c;
+
+	LIST_FOREACH(c, &a->open, entry)
+		if (c->evcon != NULL && c->evcon == evcon)
+			return c;
+	return NULL;
+}
+
+/* The reply's last byte is taken: the next request's clock starts. */
+static void
+reply_done(struct evhttp_request *req, void *arg)
+{
+	struct admin_conn *c = arg;
+
+	(void)req;
+	c->serving = NULL;
+	conn_arm(c, ADMIN_REQUEST_DEADLINE_MS);
+}
+
+static void
+refuse_request(struct admin *a, struct evhttp_request *req, int status, const struct adminreq *r)
+{
+	struct evkeyvalq *headers = evhttp_request_get_output_headers(req);
+	char text[128];
+	size_t i;
+
+	for (i = 0; i < N_REFUSED_CODES; i++)
+		if (refused_codes[i] == status)
+			a->requests_refused[i]++;
+	snprintf(text, sizeof(text), "%s\n", r->why != NULL ? r->why : "bad request");
+	if (status == 405 && r->allow != NULL)
+		evhttp_add_header(headers, "Allow", r->allow);
+	/* What follows a refused request is not read: the connection ends with it. */
+	evhttp_add_header(headers, "Connection", "close");
+	reply_text(req, status, adminreq_status_text(status), text);
 }
 
 static void
 admin_request(struct evhttp_request *req, void *arg)
 {
 	struct admin *a = arg;
-	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
-	const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
-	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+	struct admin_conn *c = conn_of(a, req);
+	struct adminreq r;
+	int status;
 
-	if (path == NULL) {
-		reply_text(req, HTTP_BADREQUEST, "Bad Request", "bad request\n");
+	if (c == NULL) {
+		/* An untracked connection (out of memory at its accept): serve nothing. */
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+		reply_text(req, 503, "Service Unavailable", "out of memory\n");
 		return;
 	}
-	if (strcmp(path, "/healthz") != 0 && strcmp(path, "/metrics") != 0 &&
-	    strcmp(path, "/connections") != 0) {
-		reply_text(req, HTTP_NOTFOUND, "Not Found",
-		    "not found: try /connections, /metrics or /healthz\n");
+	c->serving = req;
+	evhttp_request_set_on_complete_cb(req, reply_done, c);
+	conn_arm(c, ADMIN_REPLY_DEADLINE_MS);
+	status = adminreq_parse(c->head, c->head_len, &r);
+	if (status == ADMINREQ_INCOMPLETE) {
+		/* libevent framed a head adminreq does not see ended: a bare LF */
+		status = 400;
+		r.why = "lines must end with CRLF";
+	}
+	if (status != 0) {
+		refuse_request(a, req, status, &r);
 		return;
 	}
-	if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
-		evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
-		reply_text(req, 405, "Method Not Allowed", "method not allowed: use GET\n");
-		return;
-	}
-	if (strcmp(path, "/healthz") == 0)
+	/* The next request starts after this head (no body is taken). */
+	memmove(c->head, c->head + r.head_len, c->head_len - r.head_len);
+	c->head_len -= r.head_len;
+	if (c->dropped)
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+	switch (r.route) {
+	case ADMINREQ_HEALTHZ:
 		serve_healthz(a, req);
-	else if (strcmp(path, "/metrics") == 0)
-		serve_gathered(a, req, GATHER_METRICS, NULL);
-	else
-		serve_gathered(a, req, GATHER_CONNECTIONS, evhttp_uri_get_query(uri));
+		break;
+	case ADMINREQ_METRICS:
+		serve_gathered(a, req, GATHER_METRICS, &r);
+		break;
+	case ADMINREQ_CONNECTIONS:
+		serve_gathered(a, req, GATHER_CONNECTIONS, &r);
+		break;
+	default:
+		/* POST /connections/ID/close is read but not served yet. */
+		reply_text(req, HTTP_NOTFOUND, "Not Found", "not found\n");
+		break;
+	}
 }
 
 static void *
@@ -519,8 +860,15 @@ admin_socket(const struct endpoint *ep)
 		log_warn("admin: socket");
 		return -1;
 	}
+	/*
+	 * A burst of connections waits in a long accept queue, from which the
+	 * cap's 503 drains it at once, rather than overflowing a short one and
+	 * waiting a second for the kernel's SYN-ACK retransmission.  Queued
+	 * connections are the kernel's, not descriptors of ours.
+	 */
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
-	    bind(fd, (const struct sockaddr *)&ep->addr, ep->len) == -1 || listen(fd, 64) == -1) {
+	    bind(fd, (const struct sockaddr *)&ep->addr, ep->len) == -1 ||
+	    listen(fd, SOMAXCONN) == -1) {
 		log_warn("admin: listen on %s", ep->text);
 		close(fd);
 		return -1;
@@ -532,6 +880,7 @@ static struct evhttp *
 admin_http(struct admin *a, int fd)
 {
 	struct evhttp *http = evhttp_new(a->base);
+	struct evhttp_bound_socket *bound;
 
 	if (http == NULL) {
 		log_warnx("admin: evhttp_new failed");
@@ -540,21 +889,52 @@ admin_http(struct admin *a, int fd)
 	evhttp_set_max_headers_size(http, ADMIN_MAX_HEADERS);
 	evhttp_set_max_body_size(http, ADMIN_MAX_BODY);
 	evhttp_set_timeout(http, ADMIN_TIMEOUT_S);
-	/* Every method reaches the callback, which answers 405 itself. */
-	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
-	    EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+	/*
+	 * Every method, even one libevent does not know (it gets a type bit of
+	 * its own), reaches the callback, where adminreq answers 405 or 400
+	 * rather than libevent's 501.
+	 */
+	evhttp_set_allowed_methods(http, (ev_uint16_t)~0);
 	evhttp_set_gencb(http, admin_request, a);
-	if (evhttp_accept_socket_with_handle(http, fd) == NULL) {
+	evhttp_set_bevcb(http, conn_new, a);
+	bound = evhttp_accept_socket_with_handle(http, fd);
+	if (bound == NULL) {
 		log_warnx("admin: evhttp_accept_socket failed");
 		evhttp_free(http);
 		return NULL;
 	}
+	a->listener = evhttp_bound_socket_get_listener(bound);
+	event_assign(&a->refuse_ev, a->base, fd, EV_READ | EV_PERSIST, refuse_accept, a);
+	evtimer_assign(&a->refuse_pause, a->base, refuse_resume, a);
 	return http;
+}
+
+/* The pool of max connection slots, all free. */
+static int
+admin_pool(struct admin *a, unsigned max)
+{
+	unsigned i;
+
+	a->pool = calloc(max, sizeof(*a->pool));
+	if (a->pool == NULL) {
+		log_warn("admin: %u connection slots", max);
+		return -1;
+	}
+	a->max_conns = max;
+	for (i = 0; i < max; i++) {
+		struct admin_conn *c = &a->pool[i];
+
+		c->admin = a;
+		event_assign(&c->attach_ev, a->base, -1, 0, conn_attach, c);
+		evtimer_assign(&c->deadline, a->base, conn_deadline, c);
+		LIST_INSERT_HEAD(&a->free, c, entry);
+	}
+	return 0;
 }
 
 struct admin *
 admin_start(struct worker *const *workers, unsigned n, const struct endpoint *ep,
-    const struct stats_process *proc, const atomic_bool *draining)
+    unsigned max_conns, const struct stats_process *proc, const atomic_bool *draining)
 {
 	struct admin *a;
 	int fd;
@@ -569,11 +949,15 @@ admin_start(struct worker *const *workers, unsigned n, const struct endpoint *ep
 	a->proc = proc;
 	a->draining = draining;
 	LIST_INIT(&a->pending);
+	LIST_INIT(&a->open);
+	LIST_INIT(&a->free);
 	a->base = event_base_new();
 	if (a->base == NULL) {
 		log_warnx("admin: event_base_new failed");
 		goto err;
 	}
+	if (admin_pool(a, max_conns > 0 ? max_conns : 1) == -1)
+		goto err;
 	fd = admin_socket(ep);
 	if (fd == -1)
 		goto err;
@@ -587,7 +971,8 @@ admin_start(struct worker *const *workers, unsigned n, const struct endpoint *ep
 		goto err;
 	}
 	a->running = true;
-	log_info("admin: http://%s/ (/connections /metrics /healthz)", ep->text);
+	log_info("admin: http://%s/ (/connections /metrics /healthz), at most %u connections",
+	    ep->text, a->max_conns);
 	return a;
 err:
 	admin_free(a);
@@ -627,6 +1012,7 @@ gather_cancel(struct gather *g)
 void
 admin_free(struct admin *a)
 {
+	struct admin_conn *c;
 	struct gather *g;
 
 	if (a == NULL)
@@ -637,8 +1023,17 @@ admin_free(struct admin *a)
 	}
 	while ((g = LIST_FIRST(&a->pending)) != NULL)
 		gather_cancel(g);
-	if (a->http != NULL)
+	if (a->http != NULL) {
+		/* evhttp_free frees the listener before the connections it closes. */
+		event_del(&a->refuse_ev);
+		event_del(&a->refuse_pause);
+		a->listener = NULL;
 		evhttp_free(a->http);
+	}
+	/* Connections evhttp freed before they were attached (loop stopped first). */
+	while ((c = LIST_FIRST(&a->open)) != NULL)
+		conn_release(c);
+	free(a->pool);
 	if (a->base != NULL)
 		event_base_free(a->base);
 	free(a);

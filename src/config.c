@@ -89,6 +89,12 @@ static const struct option options[] = {
 	  .fallback = "off", .off = G(admin_allow_remote),
 	  .help = "Allow a non-loopback admin_listen, which shows every client address "
 	  "to other hosts." },
+	{ .name = "admin_max_connections", .scope = OPTION_GLOBAL, .type = &option_uint,
+	  .min = 1, .max = 1024, .fallback = "16", .off = G(admin_max_connections),
+	  .label = "admin_max_connections",
+	  .help = "Admin endpoint connections open at once; one beyond this is answered 503 "
+	  "and closed at once, and counted in /metrics, so the endpoint never holds more "
+	  "descriptors than this." },
 	{ .name = "shutdown_timeout", .scope = OPTION_GLOBAL, .type = &option_duration,
 	  .min = 0, .max = DURATION_MAX_MS, .fallback = "30s", .off = G(shutdown_timeout_ms),
 	  .label = "shutdown_timeout",

@@ -157,6 +157,8 @@ reload(struct daemon *d)
 	if (cfg->admin_enabled != old->admin_enabled ||
 	    (cfg->admin_enabled && strcmp(cfg->admin_listen.text, old->admin_listen.text) != 0))
 		log_warnx("reload: admin_listen changes take effect at the next start");
+	if (cfg->admin_max_connections != old->admin_max_connections)
+		log_warnx("reload: admin_max_connections changes take effect at the next start");
 	if (cfg->workers != old->workers)
 		log_warnx("reload: workers changes take effect at the next start");
 	if (apply_config(d, gen) == -1) {
@@ -329,8 +331,8 @@ run(struct daemon *d, struct config *cfg)
 	if (workers_create(d, cfg) == -1 || events_start(d) == -1)
 		goto out;
 	if (cfg->admin_enabled) {
-		d->admin = admin_start(d->workers, d->n_workers, &cfg->admin_listen, &d->proc,
-		    &d->shared.draining);
+		d->admin = admin_start(d->workers, d->n_workers, &cfg->admin_listen,
+		    cfg->admin_max_connections, &d->proc, &d->shared.draining);
 		if (d->admin == NULL)
 			goto out;
 	}

@@ -17,11 +17,13 @@ struct admin;
  * Listen on ep and serve it from a thread and event loop of the endpoint's
  * own.  The sessions and counters of the n workers are gathered on each
  * worker's own thread, in steps, with a bounded wait; proc's figures are read
- * at each scrape; /healthz answers 503 while *draining.  Returns NULL after
- * logging why.
+ * at each scrape; /healthz answers 503 while *draining.  At most max_conns
+ * connections are open at once (one more is answered 503 and closed); each
+ * must send a whole request within a fixed deadline, and requests are read
+ * strictly (adminreq).  Returns NULL after logging why.
  */
 struct admin *admin_start(struct worker *const *workers, unsigned n, const struct endpoint *ep,
-    const struct stats_process *proc, const atomic_bool *draining);
+    unsigned max_conns, const struct stats_process *proc, const atomic_bool *draining);
 
 /*
  * Stop the admin thread and withdraw any gathering still out on a worker

@@ -52,6 +52,7 @@ struct config {
 	bool admin_enabled;        /* admin_listen not "off" */
 	struct endpoint admin_listen;
 	bool admin_allow_remote;
+	uint32_t admin_max_connections;
 	uint32_t shutdown_timeout_ms;
 	struct listener_config *listeners;
 	size_t n_listeners;

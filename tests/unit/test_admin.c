@@ -3,7 +3,11 @@
  * worker's loop running and the other's stuck (never dispatched), /metrics
  * and /connections answer within the bounded wait and name the worker that
  * did not answer, /healthz answers at once, and shutting the endpoint down
- * withdraws the parts still queued on the stuck worker.  Loopback, no root.
+ * withdraws the parts still queued on the stuck worker.  And no client holds
+ * it: one connection over the cap is answered 503 at once and a closed one
+ * frees its slot; requests are routed by the strict reading of their raw
+ * bytes (pipelined ones too) and refusals close the connection.  Loopback,
+ * no root.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -91,6 +95,8 @@ teardown(void **state)
 	return 0;
 }
 
+#define CAP 4
+
 /* Start the admin on a free loopback port. */
 static void
 start_admin(struct fixture *f)
@@ -99,8 +105,37 @@ start_admin(struct fixture *f)
 
 	snprintf(text, sizeof(text), "127.0.0.1:%u", loopback_free_port());
 	assert_int_equal(endpoint_parse(text, &f->ep), 0);
-	f->admin = admin_start(f->workers, 2, &f->ep, &f->proc, &f->shared.draining);
+	f->admin = admin_start(f->workers, 2, &f->ep, CAP, &f->proc, &f->shared.draining);
 	assert_non_null(f->admin);
+}
+
+/* A connected socket to the admin with a 5 s receive timeout. */
+static int
+admin_connect(const struct fixture *f)
+{
+	struct timeval tv = { 5, 0 };
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	assert_true(fd >= 0);
+	assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+	assert_int_equal(connect(fd, (const struct sockaddr *)&f->ep.addr, f->ep.len), 0);
+	return fd;
+}
+
+/* Send raw on a new connection; what came back until the server closed, in buf. */
+static void
+http_raw(const struct fixture *f, const char *raw, char *buf, size_t size)
+{
+	size_t len = 0;
+	ssize_t n;
+	int fd = admin_connect(f);
+
+	assert_int_equal(write(fd, raw, strlen(raw)), (ssize_t)strlen(raw));
+	while (len < size - 1 && (n = read(fd, buf + len, size - 1 - len)) > 0)
+		len += (size_t)n;
+	assert_int_equal(n, 0);   /* the server closed: no read timeout */
+	buf[len] = '\0';
+	close(fd);
 }
 
 static void
@@ -164,12 +199,77 @@ answering_workers_reply_at_once(void **state)
 	}
 }
 
+static void
+strict_reading_routes_and_refuses(void **state)
+{
+	struct fixture *f = *state;
+	char resp[16384];
+
+	start_admin(f);
+	/* libevent would serve these three with 200 or 501. */
+	http_raw(f, "GET /healthz HTTP/1.7\r\nHost: x\r\n\r\n", resp, sizeof(resp));
+	assert_non_null(strstr(resp, " 400 Bad Request\r\n"));
+	assert_non_null(strstr(resp, "the version must be HTTP/1.0 or HTTP/1.1"));
+	assert_non_null(strstr(resp, "Connection: close\r\n"));
+	http_raw(f, "GET /connections?limit=+5 HTTP/1.1\r\n\r\n", resp, sizeof(resp));
+	assert_non_null(strstr(resp, " 400 Bad Request\r\n"));
+	http_raw(f, "BREW /healthz HTTP/1.1\r\n\r\n", resp, sizeof(resp));
+	assert_non_null(strstr(resp, " 405 Method Not Allowed\r\n"));
+	assert_non_null(strstr(resp, "Allow: GET, HEAD\r\n"));
+	http_raw(f, "GET /healthz HTTP/1.1\r\nX: " "0123456789abcdef0123456789abcdef0123456789"
+	    "\r\nX-Bad: \x01\r\n\r\n", resp, sizeof(resp));
+	assert_non_null(strstr(resp, " 400 Bad Request\r\n"));
+	/* Pipelined: each request is read from where the previous one ended. */
+	http_raw(f, "GET /healthz HTTP/1.1\r\n\r\nGET /nope HTTP/1.1\r\n\r\n"
+	    "GET /healthz HTTP/1.1\r\n\r\n", resp, sizeof(resp));
+	assert_non_null(strstr(resp, " 200 OK\r\n"));
+	assert_non_null(strstr(strstr(resp, " 200 OK\r\n"), " 404 Not Found\r\n"));
+	/* The refusal closed the connection: the third request was not served. */
+	assert_null(strstr(strstr(resp, " 404 Not Found\r\n"), " 200 OK\r\n"));
+}
+
+static void
+cap_refuses_at_once_and_frees_slots(void **state)
+{
+	struct fixture *f = *state;
+	char resp[16384];
+	int held[CAP], i;
+	uint64_t t0;
+
+	assert_int_equal(worker_start(f->workers[1]), 0);
+	start_admin(f);
+	for (i = 0; i < CAP; i++)
+		held[i] = admin_connect(f);
+	/* Accepted after the held ones (one queue): over the cap. */
+	t0 = now_ms();
+	http_raw(f, "GET /healthz HTTP/1.1\r\n\r\n", resp, sizeof(resp));
+	assert_non_null(strstr(resp, " 503 Service Unavailable\r\n"));
+	assert_non_null(strstr(resp, "too many admin connections\n"));
+	assert_true(now_ms() - t0 < 1000);
+	/* One held connection goes: its slot serves again. */
+	close(held[0]);
+	do {
+		assert_true(now_ms() - t0 < 3000);
+		http_raw(f, "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n", resp,
+		    sizeof(resp));
+	} while (strstr(resp, " 503 ") != NULL);
+	assert_non_null(strstr(resp, " 200 OK\r\n"));
+	http_raw(f, "GET /metrics HTTP/1.0\r\n\r\n", resp, sizeof(resp));
+	assert_non_null(strstr(resp, " 200 OK\r\n"));
+	assert_non_null(strstr(resp, "\nkaproxy_admin_connections 4\n"));
+	assert_null(strstr(resp, "\nkaproxy_admin_connections_refused_total 0\n"));
+	for (i = 1; i < CAP; i++)
+		close(held[i]);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(stuck_worker_is_named_not_waited_for, setup, teardown),
 		cmocka_unit_test_setup_teardown(answering_workers_reply_at_once, setup, teardown),
+		cmocka_unit_test_setup_teardown(strict_reading_routes_and_refuses, setup, teardown),
+		cmocka_unit_test_setup_teardown(cap_refuses_at_once_and_frees_slots, setup, teardown),
 	};
 
 	if (evthread_use_pthreads() == -1)
