@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run every fuzz target of a KAPROXY_FUZZ build for SECONDS each, or only
 # the NAMEs given, starting from a scratch copy of its corpus in
-# tests/fuzz/corpus/<name>/ (the committed corpus is never written to).
+# tests/fuzz/corpus/<name>/ (the committed corpus is never written to) and
+# with tests/fuzz/<name>.dict as its dictionary when there is one.
 # Prints each target's exec count; exits non-zero when no target was found,
 # one did not run, or one found a crash, a leak or a timeout.  The input
 # that failed is kept in the scratch directory, whose path is printed.
@@ -46,6 +47,8 @@ for name in "${names[@]}"; do
 		failed+=("$name")
 		continue
 	fi
+	dict=()
+	[ -f "$here/$name.dict" ] && dict=(-dict="$here/$name.dict")
 	mkdir -p "$work/corpus" "$work/artifacts"
 	cp -a "$corpus/." "$work/corpus/"
 	# -timeout: one input taking a second is a hang for a parser of one line.
@@ -54,7 +57,7 @@ for name in "${names[@]}"; do
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		"$binary" -max_total_time="$seconds" -timeout=5 -rss_limit_mb=2048 \
 		-malloc_limit_mb=512 -max_len=4096 -print_final_stats=1 \
-		-artifact_prefix="$work/artifacts/" "$work/corpus" >"$work/log" 2>&1 || status=$?
+		"${dict[@]}" -artifact_prefix="$work/artifacts/" "$work/corpus" >"$work/log" 2>&1 || status=$?
 	runs=$(sed -n 's/^stat::number_of_executed_units: *\([0-9]*\)$/\1/p' "$work/log" | tail -n1)
 	if [ "$status" -ne 0 ] || [ -z "$runs" ] || [ -n "$(ls -A "$work/artifacts")" ]; then
 		tail -n 60 "$work/log" >&2
