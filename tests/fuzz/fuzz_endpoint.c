@@ -7,7 +7,8 @@
  * An accepted address must keep the promises endpoint.h makes: its text
  * parses back to an equal address with the same text, it fits its buffer,
  * and it holds only characters that go into JSON as they are.  Host names
- * fail at once here (offline.c), so only the syntax and numeric paths run.
+ * fail at once here (offline.c), so only the syntax and numeric paths run,
+ * and an IPv4 address must have been written as a dotted quad.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -85,6 +86,30 @@ check_format(const uint8_t *data, size_t size)
 	free(buf);
 }
 
+/*
+ * Names fail here (offline.c), so an unbracketed host was accepted only as
+ * an IPv4 address, and kaproxy takes those as written in dotted-quad
+ * decimal (inet_pton), never in inet_aton's other forms ("127.1",
+ * "010.0.0.1" for 8.0.0.1, "0x7f.1"), which are most likely typos.
+ */
+static void
+check_ipv4_as_written(const char *text)
+{
+	const char *colon = strrchr(text, ':');
+	char host[256];
+	struct in_addr addr;
+
+	if (text[0] == '[')
+		return;
+	FUZZ_CHECK(colon != NULL && (size_t)(colon - text) < sizeof(host));
+	memcpy(host, text, (size_t)(colon - text));
+	host[colon - text] = '\0';
+	if (inet_pton(AF_INET, host, &addr) != 1) {
+		fprintf(stderr, "\"%s\" accepted, but \"%s\" is not a dotted quad\n", text, host);
+		abort();
+	}
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -92,8 +117,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct endpoint ep, kept;
 	const char *why = endpoint_parse_why(text, &ep);
 
-	if (why == NULL)
+	if (why == NULL) {
 		check_parsed(&ep);
+		check_ipv4_as_written(text);
+	}
 	else
 		FUZZ_CHECK(why[0] != '\0');
 	memset(&kept, 0xa5, sizeof(kept));
