@@ -8,7 +8,7 @@
  * parses back to an equal address with the same text, it fits its buffer,
  * and it holds only characters that go into JSON as they are.  Host names
  * fail at once here (offline.c), so only the syntax and numeric paths run,
- * and an IPv4 address must have been written as a dotted quad.
+ * and what was accepted must be what libc's strict readers see written.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -87,26 +87,55 @@ check_format(const uint8_t *data, size_t size)
 }
 
 /*
- * Names fail here (offline.c), so an unbracketed host was accepted only as
- * an IPv4 address, and kaproxy takes those as written in dotted-quad
- * decimal (inet_pton), never in inet_aton's other forms ("127.1",
- * "010.0.0.1" for 8.0.0.1, "0x7f.1"), which are most likely typos.
+ * What was accepted is what was written, checked with libc's strict readers
+ * rather than endpoint.c's code: the port after the last ':' is decimal
+ * digits naming 1..65535, and the host is an address as inet_pton reads it:
+ * "[v6]" or "[v6%zone]", or, since names fail here (offline.c), an IPv4
+ * dotted quad, never one of inet_aton's other forms ("127.1", "010.0.0.1"
+ * for 8.0.0.1, "0x7f.1"), which are most likely typos.
  */
 static void
-check_ipv4_as_written(const char *text)
+check_as_written(const char *text, const struct endpoint *ep)
 {
-	const char *colon = strrchr(text, ':');
-	char host[256];
-	struct in_addr addr;
+	const char *colon = strrchr(text, ':'), *port_text;
+	char host[256], *zone;
+	unsigned long port = 0;
+	size_t host_len;
 
-	if (text[0] == '[')
-		return;
-	FUZZ_CHECK(colon != NULL && (size_t)(colon - text) < sizeof(host));
-	memcpy(host, text, (size_t)(colon - text));
-	host[colon - text] = '\0';
-	if (inet_pton(AF_INET, host, &addr) != 1) {
-		fprintf(stderr, "\"%s\" accepted, but \"%s\" is not a dotted quad\n", text, host);
-		abort();
+	FUZZ_CHECK(colon != NULL);
+	port_text = colon + 1;
+	FUZZ_CHECK(*port_text != '\0' && strspn(port_text, "0123456789") == strlen(port_text));
+	for (const char *c = port_text; *c && port <= 65535; c++)
+		port = port * 10 + (unsigned long)(*c - '0');
+	FUZZ_CHECK(port >= 1 && port <= 65535);
+
+	host_len = (size_t)(colon - text);
+	FUZZ_CHECK(host_len < sizeof(host));
+	memcpy(host, text, host_len);
+	host[host_len] = '\0';
+	if (ep->addr.ss_family == AF_INET) {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)&ep->addr;
+		struct in_addr addr;
+
+		if (inet_pton(AF_INET, host, &addr) != 1) {
+			fprintf(stderr, "\"%s\" accepted, but \"%s\" is not a dotted quad\n",
+			    text, host);
+			abort();
+		}
+		FUZZ_CHECK(addr.s_addr == sin->sin_addr.s_addr);
+		FUZZ_CHECK(ntohs(sin->sin_port) == port);
+	} else {
+		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&ep->addr;
+		struct in6_addr addr;
+
+		FUZZ_CHECK(host_len >= 2 && host[0] == '[' && host[host_len - 1] == ']');
+		host[host_len - 1] = '\0';
+		if ((zone = strchr(host, '%')) != NULL)
+			*zone = '\0';
+		FUZZ_CHECK(inet_pton(AF_INET6, host + 1, &addr) == 1);
+		FUZZ_CHECK(memcmp(&addr, &sin6->sin6_addr, sizeof(addr)) == 0);
+		FUZZ_CHECK(ntohs(sin6->sin6_port) == port);
+		FUZZ_CHECK(zone != NULL || sin6->sin6_scope_id == 0);
 	}
 }
 
@@ -119,7 +148,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (why == NULL) {
 		check_parsed(&ep);
-		check_ipv4_as_written(text);
+		check_as_written(text, &ep);
 	}
 	else
 		FUZZ_CHECK(why[0] != '\0');
