@@ -6,9 +6,11 @@
  * that loops on a config would leak.
  *
  * Checked beyond not crashing and not leaking: a refused text leaves *out
- * alone and gives one "fuzz.ini:..." message; a loaded one has every
- * listener complete, and each value within the range the table gives.
+ * alone and gives one "fuzz.ini:LINE: ..." message naming a line it has; a
+ * text with a NUL byte or an over-long line is never loaded; a loaded one
+ * has every listener complete, and each value within the table's range.
  */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,22 +55,78 @@ check_loaded(const struct config *cfg)
 	}
 }
 
+/*
+ * What the reader promises about the text as a whole: how many lines it
+ * has (for "FILE:LINE"), and whether a line is one a file may not hold: one
+ * with a NUL byte, or longer than INIFILE_LINE_MAX (196) without its line
+ * end, or a first line's BOM, which inih would otherwise cut or misread.
+ */
+static unsigned
+scan_lines(const uint8_t *data, size_t size, bool *refusable)
+{
+	unsigned lines = 0;
+	size_t start = 0;
+
+	*refusable = memchr(data, '\0', size) != NULL;
+	while (start < size) {
+		const uint8_t *nl = memchr(data + start, '\n', size - start);
+		size_t end = nl ? (size_t)(nl - data) : size, len = end - start;
+
+		if (len > 0 && data[end - 1] == '\r')
+			len--;
+		if (lines == 0 && len >= 3 && memcmp(data, "\xEF\xBB\xBF", 3) == 0)
+			len -= 3;
+		*refusable |= len > 196;
+		lines++;
+		start = end + 1;
+	}
+	return lines;
+}
+
+/* "fuzz.ini:LINE: message" names a line the text has (line 1 for an
+ * empty text), or "fuzz.ini: message" none. */
+static void
+check_error(const char *err, unsigned lines)
+{
+	const char *c = err + strlen("fuzz.ini:");
+	unsigned long line = 0;
+
+	FUZZ_CHECK(strncmp(err, "fuzz.ini:", strlen("fuzz.ini:")) == 0 && *c != '\0');
+	if (*c == ' ')
+		return;
+	FUZZ_CHECK(*c >= '1' && *c <= '9');
+	for (; *c >= '0' && *c <= '9' && line <= UINT32_MAX; c++)
+		line = line * 10 + (unsigned long)(*c - '0');
+	FUZZ_CHECK(c[0] == ':' && c[1] == ' ' && c[2] != '\0');
+	if (line < 1 || line > (lines ? lines : 1)) {
+		fprintf(stderr, "\"%s\" names a line the %u-line text does not have\n", err,
+		    lines);
+		abort();
+	}
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct config *cfg = NULL;
 	char err[CONFIG_ERR_MAX];
+	bool refusable;
+	unsigned lines = scan_lines(data, size, &refusable);
 
 	memset(err, 'x', sizeof(err));
 	if (config_load_buffer((const char *)data, size, "fuzz.ini", &cfg, err, sizeof(err)) == 0) {
 		FUZZ_CHECK(cfg != NULL);
+		if (refusable) {
+			fprintf(stderr, "loaded a text with a NUL byte or a line over 196\n");
+			abort();
+		}
 		check_loaded(cfg);
 		config_print_check(cfg, fuzz_sink());
 		config_free(cfg);
 	} else {
 		FUZZ_CHECK(cfg == NULL);
 		FUZZ_CHECK(memchr(err, '\0', sizeof(err)) != NULL);
-		FUZZ_CHECK(strncmp(err, "fuzz.ini:", 9) == 0 && err[9] != '\0');
+		check_error(err, lines);
 	}
 	return 0;
 }
