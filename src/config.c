@@ -846,8 +846,8 @@ err:
 }
 
 int
-config_load_string(const char *text, const char *name, struct config **out, char *err,
-    size_t errlen)
+config_load_buffer(const char *text, size_t len, const char *name, struct config **out,
+    char *err, size_t errlen)
 {
 	if (name == NULL)
 		name = "(string)";
@@ -856,7 +856,14 @@ config_load_string(const char *text, const char *name, struct config **out, char
 			snprintf(err, errlen, "%s: no text to parse", name);
 		return -1;
 	}
-	return load_text(text, strlen(text), name, out, err, errlen);
+	return load_text(text, len, name, out, err, errlen);
+}
+
+int
+config_load_string(const char *text, const char *name, struct config **out, char *err,
+    size_t errlen)
+{
+	return config_load_buffer(text, text ? strlen(text) : 0, name, out, err, errlen);
 }
 
 int

@@ -128,6 +128,7 @@ resolve_host(const char *host, bool bracketed, struct endpoint *ep)
 	struct sockaddr_in *sin = (struct sockaddr_in *)&ep->addr;
 	struct addrinfo hints, *res = NULL;
 	const struct addrinfo *pick;
+	struct in_addr aton;
 	int rc;
 
 	/* inet_pton, not getaddrinfo, for IPv4: the latter also takes
@@ -137,7 +138,10 @@ resolve_host(const char *host, bool bracketed, struct endpoint *ep)
 		ep->len = sizeof(*sin);
 		return NULL;
 	}
-	if (!bracketed && !hostname_ok(host))
+	/* Nor may those forms pass as names: hexadecimal ones ("0x7f.1",
+	 * "127.0.0x1") hold letters, and getaddrinfo would read them as an
+	 * address before any lookup. */
+	if (!bracketed && (!hostname_ok(host) || inet_aton(host, &aton) != 0))
 		return "not an IPv4 address or host name";
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_socktype = SOCK_STREAM;

@@ -69,6 +69,14 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 int config_load_string(const char *text, const char *name, struct config **out,
     char *err, size_t errlen);
 
+/*
+ * As config_load, from len bytes of text exactly as a file would hold them
+ * (NUL bytes are read as a file's would be); name stands for FILE in
+ * messages.  The fuzz target reads through this, so it sees what a file sees.
+ */
+int config_load_buffer(const char *text, size_t len, const char *name,
+    struct config **out, char *err, size_t errlen);
+
 /* Free a config; config_free(NULL) does nothing. */
 void config_free(struct config *cfg);
 

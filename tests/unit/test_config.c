@@ -786,6 +786,38 @@ test_load_file(void **state)
 	    "directory");
 }
 
+/* A buffer is read as a file holding the same bytes: a NUL byte is not
+ * the end of the text, and the length, not a terminator, bounds it. */
+static void
+test_load_buffer(void **state)
+{
+	static const char with_nul[] = LISTENER "teardown = rst\0x\n";
+	static const char bad_then_good[] = LISTENER "teardown = nope\n" LISTENER;
+	char err[CONFIG_ERR_MAX] = "";
+	struct config *cfg = NULL;
+
+	(void)state;
+	assert_int_equal(config_load_buffer(with_nul, sizeof(with_nul) - 1, "b.ini", &cfg, err,
+	    sizeof(err)), -1);
+	assert_null(cfg);
+	assert_string_equal(err, "b.ini:4: line contains a NUL byte");
+
+	/* Only the first len bytes count: the bad line just past them is unseen. */
+	assert_int_equal(config_load_buffer(bad_then_good, sizeof(LISTENER) - 1, "b.ini", &cfg,
+	    err, sizeof(err)), 0);
+	assert_non_null(cfg);
+	assert_int_equal(cfg->n_listeners, 1);
+	assert_string_equal(cfg->path, "b.ini");
+	config_free(cfg);
+	cfg = NULL;
+	assert_int_equal(config_load_buffer(bad_then_good, sizeof(bad_then_good) - 1, "b.ini",
+	    &cfg, err, sizeof(err)), -1);
+	assert_null(cfg);
+	assert_non_null(strstr(err, "b.ini:4: teardown: \"nope\""));
+	assert_int_equal(config_load_buffer(NULL, 0, "b.ini", &cfg, err, sizeof(err)), -1);
+	assert_string_equal(err, "b.ini: no text to parse");
+}
+
 /* The example shipped in conf/ must load as it is. */
 static void
 test_shipped_example(void **state)
@@ -856,6 +888,7 @@ main(void)
 		cmocka_unit_test(test_detection),
 		cmocka_unit_test(test_print_check),
 		cmocka_unit_test(test_load_file),
+		cmocka_unit_test(test_load_buffer),
 		cmocka_unit_test(test_shipped_example),
 		cmocka_unit_test(test_free_null_and_bad_args),
 	};

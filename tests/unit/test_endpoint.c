@@ -51,6 +51,13 @@ test_reasons(void **state)
 		{ "127.0.0.1:99999999999999999999", "the port is out of range (1..65535)" },
 		{ "127.0.0.1:0", "the port is out of range (1..65535)" },
 		{ "10.0.0.256:80", "not an IPv4 address or host name" },
+		/* inet_aton's hexadecimal forms look like names (they hold
+		 * letters), but getaddrinfo reads them as addresses: found by
+		 * fuzz_endpoint (corpus/endpoint/crash-inet-aton-hex-octet). */
+		{ "127.0.0x1:2000", "not an IPv4 address or host name" },
+		{ "0x7f.1:80", "not an IPv4 address or host name" },
+		{ "0x7f000001:80", "not an IPv4 address or host name" },
+		{ "0xa:80", "not an IPv4 address or host name" },
 		{ "[127.0.0.1]:80", "not an IPv6 address" },
 	};
 	struct endpoint ep;
