@@ -25,6 +25,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -37,6 +38,7 @@
 
 #include "kaproxy/admin.h"
 #include "kaproxy/adminreq.h"
+#include "kaproxy/endpoint.h"
 #include "kaproxy/log.h"
 #include "kaproxy/session.h"
 
@@ -67,7 +69,7 @@ _Static_assert(sizeof(REFUSE_BODY) - 1 == 27, "Content-Length of REFUSE_BODY");
 #define REFUSE_STEP 32
 
 /* The statuses adminreq refuses with, for their counters. */
-static const int refused_codes[] = { 400, 404, 405, 414, 431 };
+static const int refused_codes[] = { 400, 403, 404, 405, 414, 431 };
 #define N_REFUSED_CODES (sizeof(refused_codes) / sizeof(refused_codes[0]))
 
 /*
@@ -78,7 +80,7 @@ static const int refused_codes[] = { 400, 404, 405, 414, 431 };
 #define WALK_RENDER_STEP 16
 #define WALK_VISIT_STEP 512
 
-enum gather_kind { GATHER_METRICS, GATHER_CONNECTIONS };
+enum gather_kind { GATHER_METRICS, GATHER_CONNECTIONS, GATHER_CLOSE };
 
 struct gather;
 
@@ -94,6 +96,7 @@ struct gather_part {
 	struct evbuffer *out;         /* connections: struct session_view, one after another */
 	unsigned long shown, total;
 	struct stats_list stats;      /* metrics: a copy of the worker's counters */
+	int closed;                   /* close: session_set_close_id's answer */
 	bool failed;                  /* out of memory on the worker */
 };
 
@@ -106,6 +109,8 @@ struct gather {
 	struct event deadline;
 	char *filter;                 /* ?listener=, or NULL */
 	unsigned long limit;
+	uint64_t id;                  /* close: the connection, and how */
+	bool fin;
 	atomic_ulong shown;           /* objects rendered over all workers */
 	unsigned n_parts, outstanding;
 	struct gather_part parts[];
@@ -232,6 +237,15 @@ connections_step(struct worker *w, struct worker_job *job)
 		rendered++;
 	}
 	return false;
+}
+
+static bool
+close_step(struct worker *w, struct worker_job *job)
+{
+	struct gather_part *part = (struct gather_part *)job;
+
+	part->closed = session_set_close_id(worker_sessions(w), part->g->id, part->g->fin);
+	return true;
 }
 
 /*
@@ -417,6 +431,41 @@ reply_connections(struct gather *g)
 	evbuffer_free(out);
 }
 
+/* 200 once a worker closed it; 404 only when every worker said it has no such id. */
+static void
+reply_close(struct gather *g)
+{
+	char body[96], missing[128];
+	bool closing = false;
+	unsigned i;
+
+	for (i = 0; i < g->n_parts; i++) {
+		if (!g->parts[i].seen)
+			continue;
+		if (g->parts[i].closed == 1) {
+			snprintf(body, sizeof(body), "{\"id\":%llu,\"closed\":true,\"how\":\"%s\"}\n",
+			    (unsigned long long)g->id, g->fin ? "fin" : "rst");
+			evhttp_add_header(evhttp_request_get_output_headers(g->req), "Content-Type",
+			    "application/json");
+			reply_text(g->req, HTTP_OK, "OK", body);
+			return;
+		}
+		closing |= g->parts[i].closed == -1;
+	}
+	if (closing) {
+		reply_text(g->req, 409, "Conflict", "already closing\n");
+		return;
+	}
+	missing_text(g, missing, sizeof(missing));
+	if (missing[0] != '\0') {
+		evhttp_add_header(evhttp_request_get_output_headers(g->req),
+		    "X-Kaproxy-Missing-Workers", missing);
+		reply_text(g->req, 503, "Service Unavailable", "a worker did not answer\n");
+		return;
+	}
+	reply_text(g->req, HTTP_NOTFOUND, "Not Found", "no such connection\n");
+}
+
 static void
 gather_reply(struct gather *g)
 {
@@ -424,6 +473,8 @@ gather_reply(struct gather *g)
 		return;
 	if (g->kind == GATHER_METRICS)
 		reply_metrics(g);
+	else if (g->kind == GATHER_CLOSE)
+		reply_close(g);
 	else
 		reply_connections(g);
 	g->req = NULL;
@@ -492,7 +543,8 @@ static void
 gather_start(struct gather *g)
 {
 	bool (*step)(struct worker *, struct worker_job *) =
-	    g->kind == GATHER_METRICS ? metrics_step : connections_step;
+	    g->kind == GATHER_METRICS ? metrics_step :
+	    g->kind == GATHER_CLOSE ? close_step : connections_step;
 	unsigned i;
 
 	for (i = 0; i < g->n_parts; i++) {
@@ -531,6 +583,8 @@ serve_gathered(struct admin *a, struct evhttp_request *req, enum gather_kind kin
 	}
 	g->filter = filter;
 	g->limit = r->limit;
+	g->id = r->id;
+	g->fin = r->how == ADMINREQ_HOW_FIN;
 	gather_start(g);
 }
 
@@ -790,6 +844,49 @@ refuse_request(struct admin *a, struct evhttp_request *req, int status, const st
 	reply_text(req, status, adminreq_status_text(status), text);
 }
 
+/*
+ * The names a browser on this host uses for the endpoint: the address the
+ * connection came in on ("127.0.0.1:9901", "[::1]:9901", or the host's own
+ * address with admin_allow_remote), and localhost with its port.  A page
+ * whose name was rebound to 127.0.0.1 still sends its own name as Host.
+ */
+static bool
+host_is_own(const struct admin_conn *c, const char *at, size_t len)
+{
+	char self[ENDPOINT_TEXT_MAX], local[ENDPOINT_TEXT_MAX];
+	struct sockaddr_storage ss;
+	socklen_t sslen = sizeof(ss);
+	const char *port;
+
+	if (getsockname(bufferevent_getfd(c->bev), (struct sockaddr *)&ss, &sslen) == -1)
+		return false;
+	endpoint_format((const struct sockaddr *)&ss, self, sizeof(self));
+	port = strrchr(self, ':');
+	snprintf(local, sizeof(local), "localhost%s", port != NULL ? port : "");
+	return (len == strlen(self) && strncasecmp(at, self, len) == 0) ||
+	    (len == strlen(local) && strncasecmp(at, local, len) == 0);
+}
+
+/* HTTP/1.1 must name a Host (RFC 9112); a 1.0 client without one is no browser. */
+static bool
+own_host(const struct admin_conn *c, const struct adminreq *r)
+{
+	if (r->host.len == 0)
+		return r->minor == 0;
+	return host_is_own(c, r->host.at, r->host.len);
+}
+
+/* A POST from a browser carries Origin: it must be this endpoint's own. */
+static bool
+own_origin(const struct admin_conn *c, const struct adminreq *r)
+{
+	static const char scheme[] = "http://";
+	size_t n = sizeof(scheme) - 1;
+
+	return r->origin.len > n && strncasecmp(r->origin.at, scheme, n) == 0 &&
+	    host_is_own(c, r->origin.at + n, r->origin.len - n);
+}
+
 static void
 admin_request(struct evhttp_request *req, void *arg)
 {
@@ -817,6 +914,16 @@ admin_request(struct evhttp_request *req, void *arg)
 		refuse_request(a, req, status, &r);
 		return;
 	}
+	if (!own_host(c, &r)) {
+		r.why = "Host is not this endpoint's address (DNS rebinding?)";
+		refuse_request(a, req, 403, &r);
+		return;
+	}
+	if (r.method == ADMINREQ_POST && r.origin.len > 0 && !own_origin(c, &r)) {
+		r.why = "Origin is not this endpoint (cross-site request?)";
+		refuse_request(a, req, 403, &r);
+		return;
+	}
 	/* The next request starts after this head (no body is taken). */
 	memmove(c->head, c->head + r.head_len, c->head_len - r.head_len);
 	c->head_len -= r.head_len;
@@ -832,8 +939,10 @@ admin_request(struct evhttp_request *req, void *arg)
 	case ADMINREQ_CONNECTIONS:
 		serve_gathered(a, req, GATHER_CONNECTIONS, &r);
 		break;
+	case ADMINREQ_CONNECTION_CLOSE:
+		serve_gathered(a, req, GATHER_CLOSE, &r);
+		break;
 	default:
-		/* POST /connections/ID/close is read but not served yet. */
 		reply_text(req, HTTP_NOTFOUND, "Not Found", "not found\n");
 		break;
 	}

@@ -21,6 +21,7 @@ static const char *const reason_names[REASON_COUNT] = {
 	[REASON_IDLE_TIMEOUT] = "idle_timeout",
 	[REASON_SHUTDOWN] = "shutdown",
 	[REASON_BAD_PROXY_HEADER] = "bad_proxy_header",
+	[REASON_ADMIN] = "admin",
 };
 
 const char *

@@ -67,7 +67,8 @@ struct session {
 	uint8_t state;
 	uint8_t reason;             /* enum close_reason, set once */
 	uint8_t first_fin;          /* reason of the first orderly FIN seen */
-	uint8_t all_timed_out;      /* every connect attempt so far timed out */
+	uint8_t all_timed_out : 1;  /* every connect attempt so far timed out */
+	uint8_t admin_fin : 1;      /* closed through the admin endpoint with how=fin */
 	int err;                    /* errno behind the reason */
 };
 
@@ -705,7 +706,7 @@ session_log(struct session *s, enum teardown teardown, const struct close_facts 
 static enum teardown
 teardown_legs(struct session *s, enum close_reason reason, struct leg *dead)
 {
-	bool fin = s->origin->cfg->teardown == TEARDOWN_FIN;
+	bool fin = reason == REASON_ADMIN ? s->admin_fin : s->origin->cfg->teardown == TEARDOWN_FIN;
 	struct leg *live;
 
 	if (dead != NULL) {
@@ -889,6 +890,23 @@ session_set_progress(struct session_set *set)
 		session_log(s, TEARDOWN_NONE, &facts);
 	}
 	set->progress_ms = now;
+}
+
+int
+session_set_close_id(struct session_set *set, uint64_t id, bool fin)
+{
+	struct session *s;
+
+	LIST_FOREACH(s, &set->head, entry) {
+		if (s->id != id)
+			continue;
+		if (s->state == STATE_LINGER)
+			return -1;
+		s->admin_fin = fin;
+		session_close(s, REASON_ADMIN, NULL, 0);
+		return 1;
+	}
+	return 0;
 }
 
 void

@@ -24,6 +24,7 @@ enum close_reason {
 	REASON_IDLE_TIMEOUT,
 	REASON_SHUTDOWN,
 	REASON_BAD_PROXY_HEADER,    /* accept_proxy: missing, malformed or late header */
+	REASON_ADMIN,               /* closed on request through the admin endpoint */
 	REASON_COUNT
 };
 

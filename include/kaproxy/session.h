@@ -128,6 +128,14 @@ unsigned session_set_apply_policy(struct session_set *set, const struct endpoint
  */
 void session_set_progress(struct session_set *set);
 
+/*
+ * Close the session of set with this id on request (close_reason admin):
+ * both peers get RST, or with fin a FIN.  Returns 1 when it was closed, 0
+ * when set has no such session, -1 when it is already closing.  On set's
+ * loop thread.
+ */
+int session_set_close_id(struct session_set *set, uint64_t id, bool fin);
+
 /* Fill v from s, both legs' TCP_INFO read now; on s's loop thread. */
 void session_view(struct session *s, struct session_view *v);
 

@@ -34,39 +34,39 @@ RTT_RATIO, RTT_EXTRA_MS = 3.0, 5.0
 # outgrow libevent's own bound (8 KiB) are refused by libevent: 400.
 HUGE = 100000
 RAW_CASES = [
-    ("version HTTP/1.7", b"GET /healthz HTTP/1.7\r\nHost: x\r\n\r\n", {400}),
-    ("version HTTP/2.0", b"GET /healthz HTTP/2.0\r\nHost: x\r\n\r\n", {400}),
-    ("version HTTP/1.01", b"GET /healthz HTTP/1.01\r\nHost: x\r\n\r\n", {400}),
+    ("version HTTP/1.7", b"GET /healthz HTTP/1.7\r\nHost: 127.0.0.1:9901\r\n\r\n", {400}),
+    ("version HTTP/2.0", b"GET /healthz HTTP/2.0\r\nHost: 127.0.0.1:9901\r\n\r\n", {400}),
+    ("version HTTP/1.01", b"GET /healthz HTTP/1.01\r\nHost: 127.0.0.1:9901\r\n\r\n", {400}),
     ("version HTTP/0.9", b"GET /healthz\r\n\r\n", {400}),
-    ("two spaces", b"GET  /healthz HTTP/1.1\r\nHost: x\r\n\r\n", {400}),
-    ("absolute target", b"GET http://127.0.0.1:9901/healthz HTTP/1.1\r\nHost: x\r\n\r\n", {400}),
-    ("bare LF", b"GET /healthz HTTP/1.1\nHost: x\n\n", {400}),
-    ("folded header", b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: b\r\n c\r\n\r\n", {400}),
+    ("two spaces", b"GET  /healthz HTTP/1.1\r\nHost: 127.0.0.1:9901\r\n\r\n", {400}),
+    ("absolute target", b"GET http://127.0.0.1:9901/healthz HTTP/1.1\r\nHost: 127.0.0.1:9901\r\n\r\n", {400}),
+    ("bare LF", b"GET /healthz HTTP/1.1\nHost: 127.0.0.1:9901\n\n", {400}),
+    ("folded header", b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:9901\r\nX-A: b\r\n c\r\n\r\n", {400}),
     ("control byte in a header", b"GET /healthz HTTP/1.1\r\nHost: x\x01y\r\n\r\n", {400}),
-    ("a body", b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", {400}),
-    ("unknown method", b"BREW /healthz HTTP/1.1\r\nHost: x\r\n\r\n", {405}),
-    ("POST /metrics", b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", {405}),
-    ("unknown path", b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", {404}),
-    ("query on /healthz", b"GET /healthz?verbose=1 HTTP/1.1\r\nHost: x\r\n\r\n", {400}),
-    ("query on /metrics", b"GET /metrics?name=x HTTP/1.1\r\nHost: x\r\n\r\n", {400}),
-    ("limit=+5", b"GET /connections?limit=+5 HTTP/1.1\r\nHost: x\r\n\r\n", {400}),
-    ("limit twice", b"GET /connections?limit=5&limit=x HTTP/1.1\r\nHost: x\r\n\r\n", {400}),
-    ("limit=0", b"GET /connections?limit=0 HTTP/1.1\r\nHost: x\r\n\r\n", {400}),
-    ("unknown parameter", b"GET /connections?bogus=1 HTTP/1.1\r\nHost: x\r\n\r\n", {400}),
-    ("bad listener", b"GET /connections?listener=%00 HTTP/1.1\r\nHost: x\r\n\r\n", {400}),
-    ("bad escape", b"GET /connections?listener=%zz HTTP/1.1\r\nHost: x\r\n\r\n", {400}),
-    ("target of 3000 bytes", b"GET /" + b"a" * 3000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", {414}),
+    ("a body", b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:9901\r\nContent-Length: 3\r\n\r\nabc", {400}),
+    ("unknown method", b"BREW /healthz HTTP/1.1\r\nHost: 127.0.0.1:9901\r\n\r\n", {405}),
+    ("POST /metrics", b"POST /metrics HTTP/1.1\r\nHost: 127.0.0.1:9901\r\nContent-Length: 0\r\n\r\n", {405}),
+    ("unknown path", b"GET /nope HTTP/1.1\r\nHost: 127.0.0.1:9901\r\n\r\n", {404}),
+    ("query on /healthz", b"GET /healthz?verbose=1 HTTP/1.1\r\nHost: 127.0.0.1:9901\r\n\r\n", {400}),
+    ("query on /metrics", b"GET /metrics?name=x HTTP/1.1\r\nHost: 127.0.0.1:9901\r\n\r\n", {400}),
+    ("limit=+5", b"GET /connections?limit=+5 HTTP/1.1\r\nHost: 127.0.0.1:9901\r\n\r\n", {400}),
+    ("limit twice", b"GET /connections?limit=5&limit=x HTTP/1.1\r\nHost: 127.0.0.1:9901\r\n\r\n", {400}),
+    ("limit=0", b"GET /connections?limit=0 HTTP/1.1\r\nHost: 127.0.0.1:9901\r\n\r\n", {400}),
+    ("unknown parameter", b"GET /connections?bogus=1 HTTP/1.1\r\nHost: 127.0.0.1:9901\r\n\r\n", {400}),
+    ("bad listener", b"GET /connections?listener=%00 HTTP/1.1\r\nHost: 127.0.0.1:9901\r\n\r\n", {400}),
+    ("bad escape", b"GET /connections?listener=%zz HTTP/1.1\r\nHost: 127.0.0.1:9901\r\n\r\n", {400}),
+    ("target of 3000 bytes", b"GET /" + b"a" * 3000 + b" HTTP/1.1\r\nHost: 127.0.0.1:9901\r\n\r\n", {414}),
     ("request line of 100 KB", b"GET /" + b"a" * HUGE, {400, 414, None}),
-    ("headers of 6 KB", b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"x" * 6000 +
+    ("headers of 6 KB", b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:9901\r\nX-Big: " + b"x" * 6000 +
      b"\r\n\r\n", {431}),
-    ("headers of 100 KB", b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"x" * HUGE +
+    ("headers of 100 KB", b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:9901\r\nX-Big: " + b"x" * HUGE +
      b"\r\n\r\n", {400, 431, None}),
     ("40 header lines", b"GET /healthz HTTP/1.1\r\n" +
      b"".join(b"X-%d: y\r\n" % i for i in range(40)) + b"\r\n", {431}),
     ("junk bytes", bytes((i * 131 + 7) % 256 for i in range(2000)) + b"\r\n\r\n", {400, None}),
     ("TLS ClientHello", b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + b"\x00" * 64, {400, None}),
 ]
-ACCEPTED = ("GET /healthz HTTP/1.1", b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close"
+ACCEPTED = ("GET /healthz HTTP/1.1", b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:9901\r\nConnection: close"
             b"\r\n\r\n", {200})
 
 
@@ -137,7 +137,7 @@ def child_slow(n_slow, n_noread, limit_s):
     how."""
     t0 = time.monotonic()
     kept = socket.create_connection(admin_addr(), timeout=5)
-    kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:9901\r\n\r\n")
     asked = time.monotonic() - t0
     kept_status, kept_how, _, answered = read_answer(kept, 5)
     kept_replied = asked + answered
@@ -146,11 +146,11 @@ def child_slow(n_slow, n_noread, limit_s):
         s = socket.socket()
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
         s.connect(admin_addr())
-        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 50)
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:9901\r\n\r\n" * 50)
         noread.append({"sock": s, "start": time.monotonic() - t0})
     slow = []
     sel = selectors.DefaultSelector()
-    text = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 10000
+    text = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:9901\r\nX-Slow: " + b"a" * 10000
 
     def ended(c, how):
         c["end"], c["how"] = time.monotonic() - t0, how

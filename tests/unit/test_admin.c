@@ -55,7 +55,8 @@ http_get(const struct fixture *f, const char *path, char *buf, size_t size)
 	assert_true(fd >= 0);
 	assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
 	assert_int_equal(connect(fd, (const struct sockaddr *)&f->ep.addr, f->ep.len), 0);
-	snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", path);
+	snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n",
+	    path, f->ep.text);
 	assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
 	while (len < size - 1 && (n = read(fd, buf + len, size - 1 - len)) > 0)
 		len += (size_t)n;
@@ -126,10 +127,20 @@ admin_connect(const struct fixture *f)
 static void
 http_raw(const struct fixture *f, const char *raw, char *buf, size_t size)
 {
-	size_t len = 0;
+	char req[8192];
+	const char *at;
+	size_t len = 0, used = 0;
 	ssize_t n;
 	int fd = admin_connect(f);
 
+	/* "{HOST}" stands for the endpoint's own address. */
+	while ((at = strstr(raw, "{HOST}")) != NULL) {
+		used += (size_t)snprintf(req + used, sizeof(req) - used, "%.*s%s",
+		    (int)(at - raw), raw, f->ep.text);
+		raw = at + 6;
+	}
+	snprintf(req + used, sizeof(req) - used, "%s", raw);
+	raw = req;
 	assert_int_equal(write(fd, raw, strlen(raw)), (ssize_t)strlen(raw));
 	while (len < size - 1 && (n = read(fd, buf + len, size - 1 - len)) > 0)
 		len += (size_t)n;
@@ -220,12 +231,52 @@ strict_reading_routes_and_refuses(void **state)
 	    "\r\nX-Bad: \x01\r\n\r\n", resp, sizeof(resp));
 	assert_non_null(strstr(resp, " 400 Bad Request\r\n"));
 	/* Pipelined: each request is read from where the previous one ended. */
-	http_raw(f, "GET /healthz HTTP/1.1\r\n\r\nGET /nope HTTP/1.1\r\n\r\n"
-	    "GET /healthz HTTP/1.1\r\n\r\n", resp, sizeof(resp));
+	http_raw(f, "GET /healthz HTTP/1.1\r\nHost: {HOST}\r\n\r\nGET /nope HTTP/1.1\r\n\r\n"
+	    "GET /healthz HTTP/1.1\r\nHost: {HOST}\r\n\r\n", resp, sizeof(resp));
 	assert_non_null(strstr(resp, " 200 OK\r\n"));
 	assert_non_null(strstr(strstr(resp, " 200 OK\r\n"), " 404 Not Found\r\n"));
 	/* The refusal closed the connection: the third request was not served. */
 	assert_null(strstr(strstr(resp, " 404 Not Found\r\n"), " 200 OK\r\n"));
+}
+
+static void
+foreign_host_and_origin_refused(void **state)
+{
+	struct fixture *f = *state;
+	char resp[16384], raw[512];
+	const char *port;
+
+	assert_int_equal(worker_start(f->workers[1]), 0);
+	start_admin(f);
+	/* DNS rebinding: a page on evil.example reaches 127.0.0.1 under its own name. */
+	http_raw(f, "GET /connections HTTP/1.1\r\nHost: evil.example:80\r\nConnection: close\r\n\r\n",
+	    resp, sizeof(resp));
+	assert_non_null(strstr(resp, " 403 Forbidden\r\n"));
+	http_raw(f, "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n", resp, sizeof(resp));
+	assert_non_null(strstr(resp, " 403 Forbidden\r\n"));
+	/* localhost with the endpoint's port is the endpoint too; 1.0 may omit Host. */
+	port = strrchr(f->ep.text, ':');
+	snprintf(raw, sizeof(raw), "GET /healthz HTTP/1.1\r\nHost: LocalHost%s\r\n"
+	    "Connection: close\r\n\r\n", port);
+	http_raw(f, raw, resp, sizeof(resp));
+	assert_non_null(strstr(resp, " 200 OK\r\n"));
+	http_raw(f, "GET /healthz HTTP/1.0\r\n\r\n", resp, sizeof(resp));
+	assert_non_null(strstr(resp, " 200 OK\r\n"));
+	/* Cross-site POST: refused before any worker is asked. */
+	http_raw(f, "POST /connections/7/close HTTP/1.1\r\nHost: {HOST}\r\n"
+	    "Origin: http://evil.example\r\nConnection: close\r\n\r\n", resp, sizeof(resp));
+	assert_non_null(strstr(resp, " 403 Forbidden\r\n"));
+	http_raw(f, "POST /connections/7/close HTTP/1.1\r\nHost: {HOST}\r\n"
+	    "Origin: null\r\nConnection: close\r\n\r\n", resp, sizeof(resp));
+	assert_non_null(strstr(resp, " 403 Forbidden\r\n"));
+	/* Its own origin passes; no worker has connection 7. */
+	http_raw(f, "POST /connections/7/close HTTP/1.1\r\nHost: {HOST}\r\n"
+	    "Origin: http://{HOST}\r\nConnection: close\r\n\r\n", resp, sizeof(resp));
+	assert_non_null(strstr(resp, " 404 Not Found\r\n"));
+	assert_non_null(strstr(resp, "no such connection"));
+	/* A GET on the close route is not a close. */
+	http_raw(f, "GET /connections/7/close HTTP/1.1\r\nHost: {HOST}\r\n\r\n", resp, sizeof(resp));
+	assert_non_null(strstr(resp, " 405 Method Not Allowed\r\n"));
 }
 
 static void
@@ -250,8 +301,8 @@ cap_refuses_at_once_and_frees_slots(void **state)
 	close(held[0]);
 	do {
 		assert_true(now_ms() - t0 < 3000);
-		http_raw(f, "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n", resp,
-		    sizeof(resp));
+		http_raw(f, "GET /healthz HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n",
+		    resp, sizeof(resp));
 	} while (strstr(resp, " 503 ") != NULL);
 	assert_non_null(strstr(resp, " 200 OK\r\n"));
 	http_raw(f, "GET /metrics HTTP/1.0\r\n\r\n", resp, sizeof(resp));
@@ -269,6 +320,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(stuck_worker_is_named_not_waited_for, setup, teardown),
 		cmocka_unit_test_setup_teardown(answering_workers_reply_at_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(strict_reading_routes_and_refuses, setup, teardown),
+		cmocka_unit_test_setup_teardown(foreign_host_and_origin_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(cap_refuses_at_once_and_frees_slots, setup, teardown),
 	};
 
