@@ -57,7 +57,11 @@ for v in "$version" "$version+upgradetest"; do
 done
 deb1=$work/$version/kaproxy_${version}_$arch.deb
 deb2=$work/$version+upgradetest/kaproxy_${version}+upgradetest_$arch.deb
-[ -f "$deb1" ] && [ -f "$deb2" ] || { ls -R "$work"; echo "FAIL: no .deb where expected"; exit 1; }
+if [ ! -f "$deb1" ] || [ ! -f "$deb2" ]; then
+	ls -R "$work"
+	echo "FAIL: no .deb where expected"
+	exit 1
+fi
 
 echo "== $(basename "$deb1")"
 dpkg-deb --info "$deb1"
@@ -129,7 +133,8 @@ done
 needed_pkgs=$(sort -u <<<"${needed_pkgs%$'\n'}")
 depends=$(dpkg-deb --field "$deb1" Depends)
 depends_pkgs=$(tr ',' '\n' <<<"$depends" | sed 's/^ *//; s/[ (].*//' | sort -u)
-[ -n "$needed_pkgs" ] && [ "$depends_pkgs" = "$needed_pkgs" ] ||
+[ -n "$needed_pkgs" ] || fail "no package found for the binary's NEEDED libraries"
+[ "$depends_pkgs" = "$needed_pkgs" ] ||
 	fail "Depends names
 $depends_pkgs
 but the binary's libraries come from
