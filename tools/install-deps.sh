@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # Install what kaproxy needs to build, test and benchmark on Debian 12.
+# The package test (tests/package/deb-install.sh) needs dpkg-shlibdeps
+# (dpkg-dev), systemd-analyze (systemd) and man (man-db), which a minimal
+# Debian 12 system or container may lack.
 # Needs root (apt-get).  Safe to run again: apt-get skips what is there.
 set -euo pipefail
 if [ "$(id -u)" != 0 ]; then
@@ -12,5 +15,6 @@ apt-get install -y -qq --no-install-recommends \
 	build-essential cmake pkg-config \
 	libevent-dev libinih-dev libcmocka-dev \
 	python3 iproute2 iptables conntrack tshark procps psmisc curl \
-	valgrind haproxy socat iperf3 prometheus >/dev/null
+	valgrind haproxy socat iperf3 prometheus \
+	dpkg-dev systemd man-db >/dev/null
 echo "install-deps.sh: build, test and bench dependencies are installed"
