@@ -351,8 +351,8 @@ def main(t):
 
     # kaproxy back to its baseline.
     pool = pool_fds_bound()
-    after = lab.wait_back_to_baseline(px.pid, dict(base, fds=cold["fds"] + pool),
-                                      RSS_SLACK_KIB, timeout=10)
+    after = lab.wait_back_to_baseline(px.pid, base, RSS_SLACK_KIB, timeout=10,
+                                      pooled_pipes=pool // 2)
     kinds = fd_kinds(px.pid)
     t.check(kinds["socket"] == base_kinds["socket"] and kinds["other"] == base_kinds["other"],
             "kaproxy holds the sockets and other descriptors it held before the load "
