@@ -31,6 +31,13 @@ and server port, so a fault hits only its victim:
     idle        -         both peers fall silent on a listener with  idle_timeout    RST, or EOF (fin)
                           idle_timeout 2s (keepalive probes answered meanwhile)
 
+A third of the drop, busy-drop, kill-fin and kill-rst connections are
+half-closed before the fault (the other peer shut down writing, or for
+busy-drop the victim, which is then still being sent to), so dead peers are
+also found on legs kaproxy has sent its FIN on or no longer reads.  A
+kill-fin on such a connection ends <other>_fin: the record names the first
+FIN.
+
 A reboot loses every TCP state of a host, so it cannot hit one connection:
 a separate thread runs reboot rounds in two extra namespaces, one client
 host and one server host of their own (lab.add_end), each round 1-3
@@ -57,7 +64,6 @@ console shows progress every 30s and one summary line.
 import math
 import os
 import random
-import re
 import sys
 import threading
 import time
@@ -98,7 +104,6 @@ SLOT_KINDS = [("transfer", None), ("transfer", None),
               ("kill-rst", "client"), ("kill-rst", "upstream"),
               ("idle", None)]
 KIND_NAMES = sorted({k for k, _ in SLOT_KINDS} | {"reboot"})
-FAULTS = ("drop", "busy-drop", "kill-fin", "kill-rst", "reboot")
 
 
 def loguniform(rng, hi):
@@ -381,9 +386,24 @@ def run_half_close(f, rng, teardown):
     f.check_record(f.record(10), "%s_fin" % a, "none")
 
 
+def shut_first(f, who, why):
+    """who shuts down writing; the other peer gets its FIN after every byte.
+    Dead-peer detection then runs on a half-closed connection: on a leg
+    kaproxy has sent its FIN on (FIN_WAIT2) or no longer reads (CLOSE_WAIT)."""
+    f.ok(who, "shutdown_wr")
+    f.expect_eof(OTHER[who], why)
+    f.soak.count_half(f.kind, who)
+
+
 def run_drop(f, rng, teardown, busy=False):
     victim, other = f.leg, OTHER[f.leg]
     f.traffic(rng, rng.randint(1, 3))
+    # A third of them half-closed first: the other peer when idle (kaproxy's
+    # victim leg in FIN_WAIT2), the victim when busy (in CLOSE_WAIT, still
+    # being sent to).
+    half = rng.random() < 1 / 3
+    if half:
+        shut_first(f, victim if busy else other, "before the fault")
     # Idle means everything kaproxy sent the victim is acknowledged: else
     # the DROP would catch a delayed ACK and it would be busy-drop.
     lab.wait_until(lambda: f.proxy_tx_queue(victim) == 0, 10,
@@ -397,11 +417,20 @@ def run_drop(f, rng, teardown, busy=False):
         f.ok(other, "send %d %d" % (n, IO_T))
         f.sent[other] += n
         sent_at = time.time()
-    f.submit(other, "wait_close %d" % (BOUND + 15))
-    rec = f.record(BOUND + 15)
-    r = f.reply(other)
+    if half and busy:
+        # The other peer has read the victim's FIN: recv says EOF whatever
+        # follows, so a send shows whether it was reset.
+        rec = f.record(BOUND + 15)
+        if teardown == "rst":
+            r = f.do(other, "send 1 5")
+            f.t.check(r.status == "ERR" and r["sent"] == "0" and
+                      r["errno"] in ("EPIPE", "ECONNRESET"),
+                      "flow %s: the %s peer, half-closed, is reset (%s)" % (f, other, r))
+    else:
+        f.submit(other, "wait_close %d" % (BOUND + 15))
+        rec = f.record(BOUND + 15)
+        f.other_sees(other, f.reply(other), teardown)
     f.check_record(rec, "%s_timeout" % victim, teardown)
-    f.other_sees(other, r, teardown)
     dead = rec["%s_tcp" % victim]
     if busy:
         f.t.check(dead["retrans"] >= 1 and rec["detect_ms"] >= USER_TIMEOUT * 1000 - 100,
@@ -427,6 +456,9 @@ def run_busy_drop(f, rng, teardown):
 def run_kill_fin(f, rng, teardown):
     victim, other = f.leg, OTHER[f.leg]
     f.traffic(rng, rng.randint(1, 3))
+    half = rng.random() < 1 / 3
+    if half:
+        shut_first(f, other, "before the victim's last bytes")
     # It has read everything, so its kernel closes with FIN after these.
     n = loguniform(rng, 256 * 1024)
     f.ok(victim, "send %d %d" % (n, IO_T))
@@ -438,9 +470,11 @@ def run_kill_fin(f, rng, teardown):
               % (f, other, n, r))
     f.soak.count_bytes(n)
     f.expect_eof(other, "forwarded from the killed peer")
-    f.still_open("half-open until the %s peer closes" % other)
+    if not half:
+        f.still_open("half-open until the %s peer closes" % other)
     f.ok(other, "close")
-    f.check_record(f.record(10), "%s_fin" % victim, "none")
+    # Both peers closed in order; the record names the first FIN.
+    f.check_record(f.record(10), "%s_fin" % (other if half else victim), "none")
 
 
 def run_kill_rst(f, rng, teardown):
@@ -453,6 +487,12 @@ def run_kill_rst(f, rng, teardown):
     q = lab.wait_until(lambda: f.rx_queue(victim) == n and n, 10,
                        "flow %s: %d unread bytes at the %s peer" % (f, n, victim))
     f.t.check(q == n, "flow %s: the %s peer holds %d unread bytes" % (f, victim, n))
+    if rng.random() < 1 / 3:
+        # Half-closed after them; the victim does not read, the FIN waits.
+        f.ok(other, "shutdown_wr")
+        lab.wait_until(lambda: f.proxy_tx_queue(victim) == 0, 10,
+                       "flow %s: the %s peer to acknowledge the FIN" % (f, victim))
+        f.soak.count_half(f.kind, other)
     f.soak.kill9(f.ends[victim])
     f.soak.count_fault(f.kind, victim)
     r = f.do(other, "wait_close 10")
@@ -502,6 +542,7 @@ class Soak:
         self.deck_rng = random.Random("%d:deck" % self.seed)
         self.flows = {}          # kind -> {leg: count}
         self.faults = {}         # kind -> {leg: count}
+        self.half = {}           # "kind, who shut first" -> faults on half-closed connections
         self.reasons = {}        # (close_reason, teardown) -> count
         self.per_listener = {}   # listener -> connections made
         self.latency = {}        # kind -> (count, max excess over its bound)
@@ -520,6 +561,11 @@ class Soak:
         with self.lock:
             self.faults.setdefault(kind, {}).setdefault(leg, 0)
             self.faults[kind][leg] += 1
+
+    def count_half(self, kind, who):
+        with self.lock:
+            k = "%s, %s shut first" % (kind, who)
+            self.half[k] = self.half.get(k, 0) + 1
 
     def count_reason(self, reason, teardown):
         with self.lock:
@@ -633,9 +679,10 @@ def reboot_loop(soak):
     t = soak.t
     rng = random.Random("%d:reboot" % soak.seed)
     x_srv = y_cli = None
+    first = rng.randrange(2)
     while soak.running():
         soak.rounds += 1
-        leg = rng.choice(LEGS)
+        leg = LEGS[(first + soak.rounds) % 2]   # alternating: both legs even in a short run
         k = rng.randint(1, 3)
         if leg == "client":
             if x_srv is None or not x_srv.alive():
@@ -866,6 +913,8 @@ def main(t):
     lat = " ".join("%s=%d:%+.2fs" % (k, n, w) for k, (n, w) in sorted(soak.latency.items()))
     out.say("per kind: %s" % kinds)
     out.say("close_reason/teardown: %s" % reasons)
+    out.say("faults on half-closed connections: %s" % ", ".join(
+        "%s: %d" % kv for kv in sorted(soak.half.items())))
     out.say("observed end - fault, worst excess over the bound, per kind: %s" % lat)
     out.say("SUMMARY seed=%d slots=%d connections=%d faults[%s] reboot_rounds=%d "
             "bytes_verified=%d duration=%.1fs fds %d->%d rss_kib %d->%d"
