@@ -7,7 +7,8 @@
 M (default $KAPROXY_SOAK_MINUTES, else 3) is how long new connections are
 started; the run then waits for the last ones to end and checks.  The seed is
 printed at the start and with a failure: the same seed gives every
-connection number the same kind, leg, teardown and sizes.
+connection number the same kind, leg, teardown and sizes (the slot that
+runs it is up to timing; reboot rounds are numbered r1, r2, .. apart).
 
 Each of N slots (default 6) runs one connection at a time, over and over,
 each with its own client and server processes (peer.py, which verifies
@@ -216,7 +217,7 @@ class Flow:
         self.sent = {"client": 0, "upstream": 0}
         r = cli.peer.cmd("connect %s 5" % target, 10)
         if r.status != "OK":
-            raise lab.Failure("flow %d: connect %s: %s" % (n, target, r.raw))
+            raise lab.Failure("flow #%s: connect %s: %s" % (n, target, r.raw))
         self.cconn = cli.count
         cli.count += 1
         cli.cur = self.cconn
@@ -224,7 +225,7 @@ class Flow:
         self.lport = int(target.rsplit(":", 1)[1])
         a = srv.peer.cmd("accept 5", 10)
         if a.status != "OK":
-            raise lab.Failure("flow %d: the server accepts nothing: %s" % (n, a.raw))
+            raise lab.Failure("flow #%s: the server accepts nothing: %s" % (n, a.raw))
         self.sconn = srv.cur = int(a["conn"])
         self.kport = int(a["peer"].rsplit(":", 1)[1])
         self.sport = int(srv.peer.listen_port)
@@ -232,7 +233,7 @@ class Flow:
         self.started = time.time()
 
     def __str__(self):
-        return "#%d %s%s via %s (client %s)" % (self.n, self.kind,
+        return "#%s %s%s via %s (client %s)" % (self.n, self.kind,
                                                 " " + self.leg if self.leg else "",
                                                 self.listener, self.client)
 
@@ -538,6 +539,7 @@ class Soak:
         self.stop = threading.Event()
         self.errors = []
         self.n = 0
+        self.numbers = {}
         self.deck = []
         self.deck_rng = random.Random("%d:deck" % self.seed)
         self.flows = {}          # kind -> {leg: count}
@@ -548,6 +550,7 @@ class Soak:
         self.latency = {}        # kind -> (count, max excess over its bound)
         self.bytes = 0
         self.rounds = 0
+        self.reboot_took = 0.0   # the longest reboot, seconds
         self.spawned = 0
         self.records = Records(t.access_log)
         self.proxy_ip_towards = {"server": lab.PROXY_SERVER_IP, "yserver": Y_PROXY_IP}
@@ -585,18 +588,22 @@ class Soak:
 
     # plans
     def next_plan(self):
-        """(flow number, kind, leg), from shuffled decks of every slot kind."""
+        """(flow number, kind, leg), from shuffled decks of every slot kind:
+        with one seed, plan #N is always the same (which slot runs it is
+        up to timing)."""
         with self.lock:
             if not self.deck:
                 self.deck = [k for k in SLOT_KINDS if k[0] in self.kinds]
                 self.deck_rng.shuffle(self.deck)
             self.n += 1
-            return (self.n,) + self.deck.pop()
+            return ("%d" % self.n,) + self.deck.pop()
 
-    def number(self):
+    def number(self, series):
+        """The next flow number of a series of its own (r: reboot rounds,
+        w: warm-up), so that the slots' numbering does not depend on them."""
         with self.lock:
-            self.n += 1
-            return self.n
+            self.numbers[series] = self.numbers.get(series, 0) + 1
+            return "%s%d" % (series, self.numbers[series])
 
     # processes
     def peer(self, role, name, listen=None):
@@ -653,7 +660,7 @@ def slot_loop(soak, slot):
     cli = srv = None
     while soak.running():
         n, kind, leg = soak.next_plan()
-        rng = random.Random("%d:%d" % (soak.seed, n))
+        rng = random.Random("%d:%s" % (soak.seed, n))
         teardown = rng.choice(("rst", "fin"))
         variant = ("i" if kind == "idle" else "") + teardown[0]
         if cli is None or not cli.alive():
@@ -700,8 +707,8 @@ def reboot_loop(soak):
             ns = {"client": "client", "upstream": "yserver"}
         flows = []
         for _ in range(k):
-            n = soak.number()
-            frng = random.Random("%d:%d" % (soak.seed, n))
+            n = soak.number("r")
+            frng = random.Random("%d:%s" % (soak.seed, n))
             teardown = frng.choice(("rst", "fin"))
             f = Flow(soak, n, "reboot", leg, "%s%s" % (prefix, teardown[0]),
                      "%s:%d" % (target_ip, port + (teardown == "fin")), client_ip, cli, srv, ns)
@@ -711,6 +718,8 @@ def reboot_loop(soak):
         began = time.time()
         t.reboot(role)
         back = time.time()
+        with soak.lock:
+            soak.reboot_took = max(soak.reboot_took, back - began)
         for f in flows:
             soak.count_fault("reboot", leg)
         if back - began > REBOOT_IN_TIME:
@@ -760,7 +769,7 @@ def warm_up(soak, px, count):
     t = soak.t
     cli = soak.peer("client", "warm-client")
     srv = soak.peer("server", "warm-server", listen="%s:%d" % (lab.SERVER_IP, WARM_PORT))
-    flows = [Flow(soak, soak.number(), "warm-up", None, "warm",
+    flows = [Flow(soak, soak.number("w"), "warm-up", None, "warm",
                   "%s:%d" % (lab.PROXY_CLIENT_IP, WARM_PORT), lab.CLIENT_IP, cli, srv,
                   {"client": "client", "upstream": "server"}) for _ in range(count)]
     held = {}
@@ -915,7 +924,8 @@ def main(t):
     out.say("close_reason/teardown: %s" % reasons)
     out.say("faults on half-closed connections: %s" % ", ".join(
         "%s: %d" % kv for kv in sorted(soak.half.items())))
-    out.say("observed end - fault, worst excess over the bound, per kind: %s" % lat)
+    out.say("observed end - fault, worst excess over the bound, per kind: %s; longest reboot "
+            "%.2fs (%.1fs allowed)" % (lat, soak.reboot_took, REBOOT_IN_TIME))
     out.say("SUMMARY seed=%d slots=%d connections=%d faults[%s] reboot_rounds=%d "
             "bytes_verified=%d duration=%.1fs fds %d->%d rss_kib %d->%d"
             % (args.seed, args.slots, made, faults, soak.rounds, soak.bytes, duration,
