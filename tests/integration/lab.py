@@ -169,7 +169,9 @@ def _hexaddr(text):
 
 
 def proc_tcp(pid):
-    """TCP sockets in pid's network namespace: list of dicts."""
+    """TCP sockets in pid's network namespace: list of dicts (local, remote,
+    state, inode, tx_queue: bytes sent and not yet acknowledged or not yet
+    sent, rx_queue: bytes received and not yet read)."""
     out = []
     for name in ("tcp", "tcp6"):
         try:
@@ -181,7 +183,9 @@ def proc_tcp(pid):
             col = line.split()
             out.append({"local": _hexaddr(col[1]), "remote": _hexaddr(col[2]),
                         "state": TCP_STATES.get(col[3], col[3]),
-                        "inode": int(col[9])})
+                        "inode": int(col[9]),
+                        "tx_queue": int(col[4].split(":")[0], 16),
+                        "rx_queue": int(col[4].split(":")[1], 16)})
     return out
 
 
@@ -887,6 +891,23 @@ class Lab:
         r = self.run("nat", argv, check=False)
         return [l for l in r.stdout.splitlines() if l.startswith("tcp")]
 
+    def add_end(self, role, tag, ip, proxy_ip):
+        """One more end namespace linked to the proxy's, like client and
+        server: ip/24 on its side, proxy_ip on the proxy's.  tag is one
+        letter naming it (kpx-TAG-PID), not the first letter of another
+        role.  drop_all, drop_flow and reboot work on it; lab.close removes
+        it.  Call after build()."""
+        if len(tag) != 1 or any(n == "%s%s-%d" % (NS_PREFIX, tag, self.pid)
+                                for n in self.ns.values()):
+            raise ValueError("namespace tag %r is taken or not one letter" % tag)
+        self.ns[role] = "%s%s-%d" % (NS_PREFIX, tag, self.pid)
+        self.veth[role] = ("kx%se%d" % (tag, self.pid), "kx%sp%d" % (tag, self.pid))
+        self.links[role] = (ip, proxy_ip)
+        self.far[role] = "proxy"
+        self._add_ns(role)
+        self._link(role)
+        log("%s linked: %s <-> %s" % (self.ns[role], ip, proxy_ip))
+
     def _add_ns(self, role):
         ns = self.ns[role]
         sh(["ip", "netns", "add", ns])
@@ -1138,6 +1159,28 @@ class Lab:
             self.run(role, ["iptables", "-w", "5", "-D", chain, "-j", "DROP"], check=False)
         log("%s talks again" % self.ns[role])
 
+    def _flow_rules(self, local_port, remote_port):
+        return (("INPUT", "--sport", str(remote_port), "--dport", str(local_port)),
+                ("OUTPUT", "--sport", str(local_port), "--dport", str(remote_port)))
+
+    def drop_flow(self, role, local_port, remote_port):
+        """Silence one TCP connection of role's namespace (its port there,
+        and the far end's): DROP its packets in and out, as drop_all does
+        for the whole host.  Returns the wall-clock time the rules were in
+        place."""
+        for chain, *match in self._flow_rules(local_port, remote_port):
+            self.run(role, ["iptables", "-w", "5", "-I", chain, "1", "-p", "tcp"] + match +
+                     ["-j", "DROP"])
+        t = time.time()
+        log("%s: port %d <-> %d is silent (iptables DROP)" % (self.ns[role], local_port,
+                                                                remote_port))
+        return t
+
+    def undrop_flow(self, role, local_port, remote_port):
+        for chain, *match in self._flow_rules(local_port, remote_port):
+            self.run(role, ["iptables", "-w", "5", "-D", chain, "-p", "tcp"] + match +
+                     ["-j", "DROP"], check=False)
+
     def reboot(self, role):
         """Reboot role's host: it loses every TCP state and comes back with the
         same address.  Nothing the dying stack would send (FIN, RST) escapes:
@@ -1267,7 +1310,7 @@ def reap_stale_namespaces():
     r = sh(["ip", "netns", "list"], check=False)
     for line in r.stdout.splitlines():
         name = line.split()[0] if line.split() else ""
-        m = re.match(r"^%s[cpsn]-(\d+)$" % NS_PREFIX, name)
+        m = re.match(r"^%s[a-z]-(\d+)$" % NS_PREFIX, name)
         if m and not os.path.exists("/proc/%s" % m.group(1)):
             log("removing stale namespace %s" % name)
             sh(["ip", "netns", "del", name], check=False)

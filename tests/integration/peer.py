@@ -18,6 +18,8 @@ Commands (T = timeout in seconds, default 10):
                           (reads until end of stream; extra = bytes that still arrived)
   close                -> OK                    (close(): FIN, or RST if data is unread)
   rst_close            -> OK                    (SO_LINGER {1,0} then close(): RST)
+  rcvbuf N             -> OK rcvbuf=K           (SO_RCVBUF N: a window that stays small,
+                          so a peer that does not read holds the sender back at once)
   info                 -> OK local=.. peer=.. sent=.. received=..
   quit                 -> OK, exits
 
@@ -229,6 +231,11 @@ class PeerProc:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         s.close()
         return "OK"
+
+    def do_rcvbuf(self, n):
+        s = self.conn().sock
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, int(n))
+        return "OK rcvbuf=%d" % s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
 
     def do_info(self):
         c = self.conn()
