@@ -358,7 +358,8 @@ def steal_fd(pid, fd):
 class Proc:
     """A process started in a namespace; output goes to files in the lab dir."""
 
-    def __init__(self, lab, ns, argv, name, stdin=False, stdout_pipe=False):
+    def __init__(self, lab, ns, argv, name, stdin=False, stdout_pipe=False, env=None):
+        """env: variables to add to (or replace in) the harness's own environment."""
         self.lab, self.ns, self.argv, self.name = lab, ns, argv, name
         self.out_path = os.path.join(lab.dir, name + ".out")
         self.err_path = os.path.join(lab.dir, name + ".err")
@@ -368,7 +369,8 @@ class Proc:
             ["ip", "netns", "exec", ns] + argv,
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE if stdout_pipe else self._out,
-            stderr=self._err, preexec_fn=_child_setup, start_new_session=True)
+            stderr=self._err, preexec_fn=_child_setup, start_new_session=True,
+            env=dict(os.environ, **env) if env else None)
         self.pid = self.popen.pid  # ip netns exec execs: this is the program
         lab._procs.append(self)
         log("started %s pid %d in %s: %s" % (name, self.pid, ns, " ".join(argv)))
@@ -701,13 +703,14 @@ def fmt_duration(v):
 class Kaproxy(Proc):
     """A running kaproxy with its INI file and access log."""
 
-    def __init__(self, lab, binary, ini_text, name="kaproxy", wrapper=()):
+    def __init__(self, lab, binary, ini_text, name="kaproxy", wrapper=(), env=None):
         self.ini_path = os.path.join(lab.dir, name + ".ini")
         with open(self.ini_path, "w") as f:
             f.write(ini_text)
         log("%s config:\n%s" % (name, ini_text.rstrip()))
         # wrapper: a command that execs the rest (e.g. prlimit), so the PID stays kaproxy's
-        super().__init__(lab, lab.ns["proxy"], list(wrapper) + [binary, "-c", self.ini_path], name)
+        super().__init__(lab, lab.ns["proxy"], list(wrapper) + [binary, "-c", self.ini_path], name,
+                         env=env)
 
     def signal(self, sig):
         os.kill(self.pid, sig)
