@@ -185,6 +185,16 @@ test_unset(void **state)
 	notify_free(NULL);
 }
 
+/* A name of size - 1 bytes starting with first ('/' or '@'). */
+static char *
+long_name(char *buf, size_t size, char first)
+{
+	memset(buf, 'x', size - 1);
+	buf[0] = first;
+	buf[size - 1] = '\0';
+	return buf;
+}
+
 static const char *open_name;
 
 static void
@@ -196,26 +206,27 @@ open_and_free(void)
 	notify_free(n);
 }
 
-/* Names that cannot be a socket address are refused, each with its reason. */
+/*
+ * Names that cannot be a socket address are refused, each with its reason,
+ * down to one byte too long: a path needs its NUL within sun_path's 108.
+ */
 static void
 test_unusable_names(void **state)
 {
-	char path[200], abstract[200];
+	char path[200], abstract[200], path108[109], abstract109[110];
 
 	(void)state;
 	open_name = "run/notify";
 	assert_int_equal(stderr_lines_with(open_and_free, "neither an absolute path"), 1);
 	open_name = "@";
 	assert_int_equal(stderr_lines_with(open_and_free, "neither an absolute path"), 1);
-	memset(path, 'p', sizeof(path) - 1);
-	path[0] = '/';
-	path[sizeof(path) - 1] = '\0';
-	open_name = path;
+	open_name = long_name(path, sizeof(path), '/');
 	assert_int_equal(stderr_lines_with(open_and_free, "does not fit"), 1);
-	memset(abstract, 'a', sizeof(abstract) - 1);
-	abstract[0] = '@';
-	abstract[sizeof(abstract) - 1] = '\0';
-	open_name = abstract;
+	open_name = long_name(abstract, sizeof(abstract), '@');
+	assert_int_equal(stderr_lines_with(open_and_free, "does not fit"), 1);
+	open_name = long_name(path108, sizeof(path108), '/');
+	assert_int_equal(stderr_lines_with(open_and_free, "does not fit"), 1);
+	open_name = long_name(abstract109, sizeof(abstract109), '@');
 	assert_int_equal(stderr_lines_with(open_and_free, "does not fit"), 1);
 }
 
@@ -227,16 +238,10 @@ test_longest_names(void **state)
 	struct notify *n;
 
 	(void)state;
-	memset(path, 'p', sizeof(path) - 1);
-	path[0] = '/';
-	path[sizeof(path) - 1] = '\0';
-	n = notify_open(path);
+	n = notify_open(long_name(path, sizeof(path), '/'));
 	assert_non_null(n);
 	notify_free(n);
-	memset(abstract, 'a', sizeof(abstract) - 1);
-	abstract[0] = '@';
-	abstract[sizeof(abstract) - 1] = '\0';
-	n = notify_open(abstract);
+	n = notify_open(long_name(abstract, sizeof(abstract), '@'));
 	assert_non_null(n);
 	notify_free(n);
 }
