@@ -8,7 +8,7 @@ with NOTIFY_SOCKET pointing at it:
 1. its listen address, then its admin address, already taken in the proxy
    namespace: kaproxy exits 1 having sent nothing (READY=1 never precedes
    the listeners or the admin endpoint);
-2. started: the first message is READY=1, its STATUS "0 connections,
+2. started (two workers): the first message is READY=1, its STATUS "0 connections,
    1 listener"; when it arrives, the listener and the admin address are in
    LISTEN, and then a connection is proxied and /healthz answers 200;
 3. SIGHUP with a second listener, one connection held: RELOADING=1 with a
@@ -112,11 +112,14 @@ class Manager:
         self.sock.close()
 
 
-def listening(px, addrs):
+def listen_sockets(px):
+    """kaproxy's LISTEN sockets now: {'ip:port': how many}."""
     inodes = set(lab.proc_socket_fds(px.pid))
-    have = {s["local"] for s in lab.proc_tcp(px.pid)
-            if s["state"] == "LISTEN" and s["inode"] in inodes}
-    return set(addrs) <= have
+    count = {}
+    for s in lab.proc_tcp(px.pid):
+        if s["state"] == "LISTEN" and s["inode"] in inodes:
+            count[s["local"]] = count.get(s["local"], 0) + 1
+    return count
 
 
 def refused_start(t, mgr, env, taken, what):
@@ -147,12 +150,16 @@ def main(t):
 
     # 2. READY=1 when everything accepts.
     one = {"n": lab.listener()}
-    globals_ = {"admin_listen": ADMIN}
+    # Two workers: READY=1 waits for the listening sockets of both, and the
+    # count is over both.
+    globals_ = {"admin_listen": ADMIN, "workers": "2"}
     px = lab.Kaproxy(t, t.kaproxy_bin, t.kaproxy_ini(one, globals_), env=env)
     t.kaproxy = px
     ready = mgr.expect("start-up", "READY", timeout=15)
-    t.check(listening(px, {LISTEN, ADMIN}),
-            "the listener and the admin endpoint are in LISTEN when READY=1 arrives")
+    have = listen_sockets(px)
+    t.check(have.get(LISTEN) == 2 and have.get(ADMIN) == 1,
+            "when READY=1 arrives, both workers' sockets for the listener and the admin "
+            "endpoint are in LISTEN (got %r)" % have)
     t.check(ready.get("STATUS") == "0 connections, 1 listener",
             "READY=1 carries STATUS '0 connections, 1 listener' (got %r)" % ready.get("STATUS"))
     cli = t.pair(srv)
