@@ -59,17 +59,46 @@ manager_bind_abstract(struct manager *m)
 	    (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)), 0);
 }
 
-static void
-manager_close(struct manager *m)
+/* As cmocka's setup and teardown, so a failed assertion leaves nothing behind. */
+static int
+setup_path(void **state)
 {
+	struct manager *m = calloc(1, sizeof(*m));
+
+	assert_non_null(m);
+	m->fd = -1;
+	*state = m;
+	manager_bind_path(m);
+	return 0;
+}
+
+static int
+setup_abstract(void **state)
+{
+	struct manager *m = calloc(1, sizeof(*m));
+
+	assert_non_null(m);
+	m->fd = -1;
+	*state = m;
+	manager_bind_abstract(m);
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	struct manager *m = *state;
+
+	if (m == NULL)
+		return 0;
 	if (m->fd != -1)
 		close(m->fd);
-	m->fd = -1;
 	if (m->dir[0] != '\0') {
 		unlink(m->name);
 		rmdir(m->dir);
-		m->dir[0] = '\0';
 	}
+	free(m);
+	return 0;
 }
 
 /* The next datagram, waiting at most 2 s; its text NUL-terminated in buf. */
@@ -151,23 +180,13 @@ check_every_message(struct manager *m)
 static void
 test_path_socket(void **state)
 {
-	struct manager m;
-
-	(void)state;
-	manager_bind_path(&m);
-	check_every_message(&m);
-	manager_close(&m);
+	check_every_message(*state);
 }
 
 static void
 test_abstract_socket(void **state)
 {
-	struct manager m;
-
-	(void)state;
-	manager_bind_abstract(&m);
-	check_every_message(&m);
-	manager_close(&m);
+	check_every_message(*state);
 }
 
 /* No NOTIFY_SOCKET: no notifier, and every call is a harmless no-op. */
@@ -251,36 +270,33 @@ static void
 test_status_only_when_changed(void **state)
 {
 	char longest[NOTIFY_STATUS_MAX + 20], expect[NOTIFY_STATUS_MAX + 20];
-	struct manager m;
+	struct manager *m = *state;
 	struct notify *n;
 
-	(void)state;
-	manager_bind_path(&m);
-	n = notify_open(m.name);
+	n = notify_open(m->name);
 	assert_non_null(n);
 	assert_int_equal(notify_status(n, "3 connections, 1 listener"), 0);
-	manager_expect(&m, "STATUS=3 connections, 1 listener\n");
+	manager_expect(m, "STATUS=3 connections, 1 listener\n");
 	assert_int_equal(notify_status(n, "3 connections, 1 listener"), 0);
-	manager_expect_nothing(&m);
+	manager_expect_nothing(m);
 	/* READY's status counts as sent. */
 	assert_int_equal(notify_ready(n, "4 connections, 1 listener"), 0);
-	manager_expect(&m, "READY=1\nSTATUS=4 connections, 1 listener\n");
+	manager_expect(m, "READY=1\nSTATUS=4 connections, 1 listener\n");
 	assert_int_equal(notify_status(n, "4 connections, 1 listener"), 0);
-	manager_expect_nothing(&m);
+	manager_expect_nothing(m);
 	/* A newline cannot start a variable of its own. */
 	assert_int_equal(notify_status(n, "two\nREADY=1"), 0);
-	manager_expect(&m, "STATUS=two READY=1\n");
+	manager_expect(m, "STATUS=two READY=1\n");
 	assert_int_equal(notify_status(n, "two\nREADY=1"), 0);
-	manager_expect_nothing(&m);
+	manager_expect_nothing(m);
 	memset(longest, 's', sizeof(longest) - 1);
 	longest[sizeof(longest) - 1] = '\0';
 	snprintf(expect, sizeof(expect), "STATUS=%.*s\n", NOTIFY_STATUS_MAX, longest);
 	assert_int_equal(notify_status(n, longest), 0);
-	manager_expect(&m, expect);
+	manager_expect(m, expect);
 	assert_int_equal(notify_status(n, longest), 0);
-	manager_expect_nothing(&m);
+	manager_expect_nothing(m);
 	notify_free(n);
-	manager_close(&m);
 }
 
 static struct notify *failing;
@@ -298,39 +314,35 @@ static void
 test_failure_logged_once(void **state)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct manager m;
+	struct manager *m = *state;
 
-	(void)state;
-	manager_bind_path(&m);
-	failing = notify_open(m.name);
+	failing = notify_open(m->name);
 	assert_non_null(failing);
-	close(m.fd);          /* the file stays: ECONNREFUSED */
+	close(m->fd);         /* the file stays: ECONNREFUSED */
+	m->fd = -1;
 	assert_int_equal(stderr_lines_with(send_three, "cannot tell the service manager"), 1);
 	assert_int_equal(stderr_lines_with(send_three, "cannot tell the service manager"), 0);
 	/* Back at the same path: sends work again, a failed status was not taken as sent. */
-	unlink(m.name);
-	strcpy(sa.sun_path, m.name);
-	m.fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	assert_true(m.fd >= 0);
-	assert_int_equal(bind(m.fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	unlink(m->name);
+	strcpy(sa.sun_path, m->name);
+	m->fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	assert_true(m->fd >= 0);
+	assert_int_equal(bind(m->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
 	assert_int_equal(notify_status(failing, "b"), 0);
-	manager_expect(&m, "STATUS=b\n");
+	manager_expect(m, "STATUS=b\n");
 	notify_free(failing);
-	manager_close(&m);
 }
 
 /* A manager that does not read: a send fails at once rather than block the loop. */
 static void
 test_full_socket_never_blocks(void **state)
 {
-	struct manager m;
+	struct manager *m = *state;
 	struct notify *n;
 	char status[32];
 	int i, failed = -1;
 
-	(void)state;
-	manager_bind_path(&m);
-	n = notify_open(m.name);
+	n = notify_open(m->name);
 	assert_non_null(n);
 	alarm(10);            /* a blocking send would hang here: SIGALRM fails the test */
 	for (i = 0; i < 10000 && failed == -1; i++) {
@@ -340,23 +352,22 @@ test_full_socket_never_blocks(void **state)
 	}
 	alarm(0);
 	assert_true(failed > 0);   /* the first ones were queued, then one failed */
-	manager_expect(&m, "STATUS=0 connections\n");
+	manager_expect(m, "STATUS=0 connections\n");
 	notify_free(n);
-	manager_close(&m);
 }
 
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_path_socket),
-		cmocka_unit_test(test_abstract_socket),
+		cmocka_unit_test_setup_teardown(test_path_socket, setup_path, teardown),
+		cmocka_unit_test_setup_teardown(test_abstract_socket, setup_abstract, teardown),
 		cmocka_unit_test(test_unset),
 		cmocka_unit_test(test_unusable_names),
 		cmocka_unit_test(test_longest_names),
-		cmocka_unit_test(test_status_only_when_changed),
-		cmocka_unit_test(test_failure_logged_once),
-		cmocka_unit_test(test_full_socket_never_blocks),
+		cmocka_unit_test_setup_teardown(test_status_only_when_changed, setup_path, teardown),
+		cmocka_unit_test_setup_teardown(test_failure_logged_once, setup_path, teardown),
+		cmocka_unit_test_setup_teardown(test_full_socket_never_blocks, setup_path, teardown),
 	};
 
 	srand((unsigned)getpid());
