@@ -61,27 +61,27 @@ manager_bind_abstract(struct manager *m)
 
 /* As cmocka's setup and teardown, so a failed assertion leaves nothing behind. */
 static int
-setup_path(void **state)
+manager_setup(void **state, void (*bind)(struct manager *))
 {
 	struct manager *m = calloc(1, sizeof(*m));
 
 	assert_non_null(m);
 	m->fd = -1;
 	*state = m;
-	manager_bind_path(m);
+	bind(m);
 	return 0;
+}
+
+static int
+setup_path(void **state)
+{
+	return manager_setup(state, manager_bind_path);
 }
 
 static int
 setup_abstract(void **state)
 {
-	struct manager *m = calloc(1, sizeof(*m));
-
-	assert_non_null(m);
-	m->fd = -1;
-	*state = m;
-	manager_bind_abstract(m);
-	return 0;
+	return manager_setup(state, manager_bind_abstract);
 }
 
 static int
