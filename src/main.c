@@ -8,6 +8,11 @@
  * however many SIGHUPs (SIGUSR1s) arrive before it runs, it runs once, so a
  * burst of signals costs one reload per turn of the loop, not one each in a
  * row while worker 0's connections wait.
+ *
+ * The service manager hears of each step (notify): READY once every listener
+ * and the admin endpoint are open, RELOADING and READY around each reload
+ * (done or refused), STOPPING when the drain starts, and a status line with
+ * the live connections from a slow timer.
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -25,9 +30,12 @@
 #include "kaproxy/admin.h"
 #include "kaproxy/config.h"
 #include "kaproxy/log.h"
+#include "kaproxy/notify.h"
 #include "kaproxy/worker.h"
 
 #define DEFAULT_CONFIG "/etc/kaproxy/kaproxy.ini"
+/* How often the service manager's status line is brought up to date. */
+#define STATUS_INTERVAL_S 5
 
 struct daemon {
 	const char *config_path;
@@ -40,6 +48,9 @@ struct daemon {
 	struct event *reopen_ev;        /* made active by SIGUSR1 */
 	struct admin *admin;
 	struct stats_process proc;
+	struct notify *notify;          /* NULL: no service manager to tell */
+	struct event *status_ev;        /* every STATUS_INTERVAL_S, with a notify */
+	bool reload_refused;            /* the last reload kept the old configuration */
 };
 
 static void
@@ -54,6 +65,33 @@ usage(FILE *out)
 	    "  -V       print the version and exit\n"
 	    "  -h       print this help and exit\n"
 	    "signals: HUP reload, TERM/INT drain and exit, USR1 reopen the access log\n");
+}
+
+/* The service manager's one-line status: live connections from admission. */
+static void
+status_text(const struct daemon *d, char *buf, size_t size)
+{
+	unsigned active = atomic_load_explicit(&d->shared.admission.active, memory_order_relaxed);
+	size_t listeners = d->current->cfg->n_listeners;
+
+	if (atomic_load(&d->shared.draining))
+		snprintf(buf, size, "draining, %u connection%s left", active, active == 1 ? "" : "s");
+	else
+		snprintf(buf, size, "%u connection%s, %zu listener%s%s", active,
+		    active == 1 ? "" : "s", listeners, listeners == 1 ? "" : "s",
+		    d->reload_refused ? "; the last reload failed, see the log" : "");
+}
+
+static void
+status_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon *d = arg;
+	char status[NOTIFY_STATUS_MAX];
+
+	(void)fd;
+	(void)what;
+	status_text(d, status, sizeof(status));
+	notify_status(d->notify, status);
 }
 
 static void
@@ -101,9 +139,13 @@ drain_start(struct daemon *d)
 	unsigned i;
 
 	timeout_ms = d->current->cfg->shutdown_timeout_ms;
-	if (!atomic_exchange(&d->shared.draining, true))
+	if (!atomic_exchange(&d->shared.draining, true)) {
+		char status[NOTIFY_STATUS_MAX];
+
 		log_info("draining: stop accepting, closing what is left in %u ms", timeout_ms);
-	else
+		status_text(d, status, sizeof(status));
+		notify_stopping(d->notify, status);
+	} else
 		log_info("draining again: closing every connection now");
 	for (i = 0; i < d->n_workers; i++)
 		if (worker_post(d->workers[i], drain_one, &timeout_ms) == -1)
@@ -134,25 +176,24 @@ reload_failed(struct daemon *d, const char *why)
 	STAT_ADD(d->proc.reloads_failed, 1);
 }
 
-static void
-reload(struct daemon *d)
+/* Load the file and put it on every worker; 0, or -1 (logged, counted). */
+static int
+reload_apply(struct daemon *d)
 {
 	const struct config *old = d->current->cfg;
 	char err[CONFIG_ERR_MAX];
 	struct generation *gen;
 	struct config *cfg;
 
-	if (atomic_load(&d->shared.draining))
-		return;
 	if (config_load(d->config_path, &cfg, err, sizeof(err)) == -1) {
 		reload_failed(d, err);
-		return;
+		return -1;
 	}
 	gen = generation_new(cfg);
 	if (gen == NULL) {
 		config_free(cfg);
 		reload_failed(d, strerror(ENOMEM));
-		return;
+		return -1;
 	}
 	if (cfg->admin_enabled != old->admin_enabled ||
 	    (cfg->admin_enabled && strcmp(cfg->admin_listen.text, old->admin_listen.text) != 0))
@@ -164,7 +205,7 @@ reload(struct daemon *d)
 	if (apply_config(d, gen) == -1) {
 		generation_unref(gen);
 		reload_failed(d, "");
-		return;
+		return -1;
 	}
 	atomic_store(&d->shared.admission.max_connections, cfg->max_connections);
 	log_set_level(cfg->log_level);
@@ -172,6 +213,25 @@ reload(struct daemon *d)
 	d->current = gen;
 	STAT_ADD(d->proc.reloads_ok, 1);
 	log_info("reloaded %s", d->config_path);
+	return 0;
+}
+
+/*
+ * A reload, told to the service manager: RELOADING before, READY after,
+ * whether the new configuration was taken or refused (the status says).
+ * None once draining: the process is on its way out.
+ */
+static void
+reload(struct daemon *d)
+{
+	char status[NOTIFY_STATUS_MAX];
+
+	if (atomic_load(&d->shared.draining))
+		return;
+	notify_reloading(d->notify);
+	d->reload_refused = reload_apply(d) == -1;
+	status_text(d, status, sizeof(status));
+	notify_ready(d->notify, status);
 }
 
 static void
@@ -236,6 +296,13 @@ events_start(struct daemon *d)
 	d->reopen_ev = event_new(base, -1, 0, reopen_cb, d);
 	if (d->shared.drained_notify == NULL || d->reload_ev == NULL || d->reopen_ev == NULL)
 		goto err;
+	if (d->notify != NULL) {
+		const struct timeval every = { .tv_sec = STATUS_INTERVAL_S };
+
+		d->status_ev = event_new(base, -1, EV_PERSIST, status_cb, d);
+		if (d->status_ev == NULL || event_add(d->status_ev, &every) == -1)
+			goto err;
+	}
 	for (i = 0; i < sizeof(signals) / sizeof(signals[0]); i++) {
 		d->signals[i] = evsignal_new(base, signals[i], signal_cb, d);
 		if (d->signals[i] == NULL || evsignal_add(d->signals[i], NULL) == -1)
@@ -261,6 +328,8 @@ events_stop(struct daemon *d)
 		event_free(d->reload_ev);
 	if (d->reopen_ev != NULL)
 		event_free(d->reopen_ev);
+	if (d->status_ev != NULL)
+		event_free(d->status_ev);
 }
 
 /* Workers with their listeners open (not running yet); 0, or -1 (logged). */
@@ -303,8 +372,13 @@ workers_run(struct daemon *d)
 		if (worker_start(d->workers[started]) == -1)
 			break;
 	if (started == d->n_workers) {
+		char status[NOTIFY_STATUS_MAX];
+
 		log_info("kaproxy %s running (%s, %u worker%s)", KAPROXY_VERSION, d->config_path,
 		    d->n_workers, d->n_workers == 1 ? "" : "s");
+		/* Every listener and the admin endpoint are open: connections queue from now on. */
+		status_text(d, status, sizeof(status));
+		notify_ready(d->notify, status);
 		rc = worker_run(d->workers[0]);
 	}
 	/* The admin thread goes first: it may have parts out on the workers. */
@@ -328,6 +402,8 @@ run(struct daemon *d, struct config *cfg)
 		config_free(cfg);
 		return 1;
 	}
+	/* Read, not unset: a process this one starts (a binary upgrade) needs it too. */
+	d->notify = notify_open(getenv("NOTIFY_SOCKET"));
 	if (workers_create(d, cfg) == -1 || events_start(d) == -1)
 		goto out;
 	if (cfg->admin_enabled) {
@@ -345,6 +421,7 @@ out:
 	workers_free(d);
 	generation_unref(d->current);
 	accesslog_close();
+	notify_free(d->notify);
 	return rc;
 }
 

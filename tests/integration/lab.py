@@ -359,10 +359,26 @@ def steal_fd(pid, fd):
 
 # --- processes -------------------------------------------------------------
 
+def _child_env(extra):
+    """The harness's environment with extra's variables set, or removed
+    where their value is None; None (inherit as is) without extra."""
+    if not extra:
+        return None
+    env = dict(os.environ)
+    for k, v in extra.items():
+        if v is None:
+            env.pop(k, None)
+        else:
+            env[k] = v
+    return env
+
+
 class Proc:
     """A process started in a namespace; output goes to files in the lab dir."""
 
-    def __init__(self, lab, ns, argv, name, stdin=False, stdout_pipe=False):
+    def __init__(self, lab, ns, argv, name, stdin=False, stdout_pipe=False, env=None):
+        """env: variables to set in (value None: remove from) the harness's own
+        environment for this process."""
         self.lab, self.ns, self.argv, self.name = lab, ns, argv, name
         self.out_path = os.path.join(lab.dir, name + ".out")
         self.err_path = os.path.join(lab.dir, name + ".err")
@@ -372,7 +388,8 @@ class Proc:
             ["ip", "netns", "exec", ns] + argv,
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE if stdout_pipe else self._out,
-            stderr=self._err, preexec_fn=_child_setup, start_new_session=True)
+            stderr=self._err, preexec_fn=_child_setup, start_new_session=True,
+            env=_child_env(env))
         self.pid = self.popen.pid  # ip netns exec execs: this is the program
         lab._procs.append(self)
         log("started %s pid %d in %s: %s" % (name, self.pid, ns, " ".join(argv)))
@@ -705,13 +722,17 @@ def fmt_duration(v):
 class Kaproxy(Proc):
     """A running kaproxy with its INI file and access log."""
 
-    def __init__(self, lab, binary, ini_text, name="kaproxy", wrapper=()):
+    def __init__(self, lab, binary, ini_text, name="kaproxy", wrapper=(), env=None):
         self.ini_path = os.path.join(lab.dir, name + ".ini")
         with open(self.ini_path, "w") as f:
             f.write(ini_text)
         log("%s config:\n%s" % (name, ini_text.rstrip()))
-        # wrapper: a command that execs the rest (e.g. prlimit), so the PID stays kaproxy's
-        super().__init__(lab, lab.ns["proxy"], list(wrapper) + [binary, "-c", self.ini_path], name)
+        # wrapper: a command that execs the rest (e.g. prlimit), so the PID stays kaproxy's.
+        # A NOTIFY_SOCKET the harness itself was given (run from a service
+        # manager) is not kaproxy's to answer; a scenario may pass its own.
+        env = dict({"NOTIFY_SOCKET": None}, **(env or {}))
+        super().__init__(lab, lab.ns["proxy"], list(wrapper) + [binary, "-c", self.ini_path], name,
+                         env=env)
 
     def signal(self, sig):
         os.kill(self.pid, sig)
@@ -1092,13 +1113,14 @@ class Lab:
             out.append("")
         return "\n".join(out)
 
-    def start_kaproxy(self, listeners, global_keys=None, wait=15.0, wrapper=()):
+    def start_kaproxy(self, listeners, global_keys=None, wait=15.0, wrapper=(), env=None):
         """Write an INI for listeners ({name: {key: value}}), start kaproxy in the
-        proxy namespace and wait until every listen address is in LISTEN."""
+        proxy namespace (env: see Proc) and wait until every listen address is
+        in LISTEN."""
         if not self.kaproxy_bin:
             raise RuntimeError("no --kaproxy binary given")
         ini = self.kaproxy_ini(listeners, global_keys)
-        px = Kaproxy(self, self.kaproxy_bin, ini, wrapper=wrapper)
+        px = Kaproxy(self, self.kaproxy_bin, ini, wrapper=wrapper, env=env)
         self.kaproxy = px
         wanted = {keys["listen"] for keys in listeners.values()}
         admin = (global_keys or {}).get("admin_listen", "off")

@@ -1,6 +1,6 @@
 /*
- * harness: what the unit tests that need real TCP and real time share:
- * loopback sockets (127.0.0.1 only, no root) and a monotonic clock.
+ * harness: what several unit tests share: loopback sockets (127.0.0.1
+ * only, no root), a monotonic clock, and counting what a call logs.
  * Include after <cmocka.h>.
  */
 #ifndef KAPROXY_TEST_HARNESS_H
@@ -9,6 +9,8 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -46,6 +48,30 @@ loopback_free_port(void)
 
 	close(loopback_bound(&addr));
 	return ntohs(addr.sin_port);
+}
+
+/* Count the lines of stderr output that contain needle while fn runs. */
+static inline int
+stderr_lines_with(void (*fn)(void), const char *needle)
+{
+	char path[] = "/tmp/kaproxy-test-stderr.XXXXXX", buf[4096];
+	int fd = mkstemp(path), saved = dup(STDERR_FILENO), count = 0;
+	ssize_t n;
+	char *p;
+
+	assert_true(fd >= 0 && saved >= 0);
+	assert_int_equal(dup2(fd, STDERR_FILENO), STDERR_FILENO);
+	fn();
+	assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
+	close(saved);
+	n = pread(fd, buf, sizeof(buf) - 1, 0);
+	assert_true(n >= 0);
+	buf[n] = '\0';
+	for (p = buf; (p = strstr(p, needle)) != NULL; p++)
+		count++;
+	close(fd);
+	unlink(path);
+	return count;
 }
 
 #endif

@@ -26,6 +26,7 @@
 #include <cmocka.h>
 
 #include "kaproxy/accesslog.h"
+#include "harness.h"
 
 static struct sockaddr_in client4;
 
@@ -189,30 +190,6 @@ test_small_buffer_still_one_closed_line(void **state)
 	assert_true(len < sizeof(buf));
 	assert_int_equal(buf[len - 1], '\n');
 	assert_int_equal(buf[len - 2], '}');
-}
-
-/* Count the lines of stderr output that contain needle while fn runs. */
-static int
-stderr_lines_with(void (*fn)(void), const char *needle)
-{
-	char path[] = "/tmp/kaproxy-test-stderr.XXXXXX", buf[4096];
-	int fd = mkstemp(path), saved = dup(STDERR_FILENO), count = 0;
-	ssize_t n;
-	char *p;
-
-	assert_true(fd >= 0 && saved >= 0);
-	assert_int_equal(dup2(fd, STDERR_FILENO), STDERR_FILENO);
-	fn();
-	assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
-	close(saved);
-	n = pread(fd, buf, sizeof(buf) - 1, 0);
-	assert_true(n >= 0);
-	buf[n] = '\0';
-	for (p = buf; (p = strstr(p, needle)) != NULL; p++)
-		count++;
-	close(fd);
-	unlink(path);
-	return count;
 }
 
 static void
