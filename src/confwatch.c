@@ -125,7 +125,7 @@ monotonic_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-/* The directory has gone, or its descriptor failed: stop, and say so once. */
+/* The directory has gone, or its descriptor failed: no more events. */
 static void
 stop_watching(struct confwatch *w)
 {
@@ -214,9 +214,9 @@ read_cb(evutil_socket_t fd, short what, void *arg)
 		}
 	}
 	if (gone) {
+		stop_watching(w);
 		log_warnx("reload_on_change: %s is gone (removed, moved or unmounted): no longer "
 		    "watching it; a reload (SIGHUP) watches it again", w->dir);
-		stop_watching(w);
 		return;
 	}
 	if (change)

@@ -18,7 +18,9 @@ each applied one is proven by connecting through the listener it added.
    a new ..TIMESTAMP directory, a ..data_tmp symlink to it, renames ..data_tmp
    over ..data and removes the old directory.  (b) a listener added; (c) a
    broken version refused, then a good one applied; (d) a new version with the
-   same content (another key of the ConfigMap changed): no reload.
+   same content (another key of the ConfigMap changed): no reload; (f) the
+   directory moved away: kaproxy says it stops watching and serves on; moved
+   back, SIGHUP watches it again and the next version is applied.
 """
 import os
 import shutil
@@ -208,6 +210,21 @@ def main(t):
     publish(ini("ac"))
     expect(px, "unchanged", "..data swapped to a version with the same content")
     t.check(inotify_fds(px.pid) == 1, "one inotify descriptor after four ..data swaps")
+
+    # (f) the directory moved away: kaproxy says so, stops watching, serves
+    # on; back in place, a reload (SIGHUP) watches it again.
+    os.rename(vol, vol + ".moved")
+    px.wait_log("reload_on_change: %s is gone" % vol)
+    t.check(inotify_fds(px.pid) == 0, "no inotify descriptor once the directory has gone")
+    serves(C, "client-k8s-c-unwatched")
+    os.rename(vol + ".moved", vol)
+    px.signal(signal.SIGHUP)
+    expect(px, "reloaded", "SIGHUP with the directory back")
+    px.wait_log("reload_on_change: watching %s" % vol, 2)
+    publish(ini("abc"))
+    expect(px, "reloaded", "..data swapped (b added back) after the watch came back")
+    t.wait_listening(px, {A, B, C}, 5)
+    serves(B, "client-k8s-b-back")
 
 
 if __name__ == "__main__":
