@@ -100,17 +100,6 @@ test_delay_bounded(void **state)
 	}
 }
 
-/* A fresh directory under /tmp, removed by rm_tree. */
-static char *
-tmp_dir(void)
-{
-	char *dir = strdup("/tmp/kaproxy-confwatch.XXXXXX");
-
-	assert_non_null(dir);
-	assert_non_null(mkdtemp(dir));
-	return dir;
-}
-
 static char *
 join(const char *dir, const char *name)
 {
@@ -150,13 +139,41 @@ rm_tree(const char *dir)
 	assert_int_equal(system(cmd), 0);
 }
 
+static char start_cwd[PATH_MAX];
+
+/* Each live test gets a fresh directory under /tmp as *state, removed
+ * afterwards even when the test failed half way. */
+static int
+dir_setup(void **state)
+{
+	char *dir = strdup("/tmp/kaproxy-confwatch.XXXXXX");
+
+	if (dir == NULL || mkdtemp(dir) == NULL || getcwd(start_cwd, sizeof(start_cwd)) == NULL) {
+		free(dir);
+		return -1;
+	}
+	*state = dir;
+	return 0;
+}
+
+static int
+dir_teardown(void **state)
+{
+	char *dir = *state;
+
+	if (chdir(start_cwd) == -1)
+		return -1;
+	rm_tree(dir);
+	free(dir);
+	return 0;
+}
+
 static void
 test_print(void **state)
 {
-	char *dir = tmp_dir(), *path = join(dir, "kaproxy.ini");
+	char *dir = *state, *path = join(dir, "kaproxy.ini");
 	struct confwatch_print a, b, missing, missing2;
 
-	(void)state;
 	write_file(path, "[global]\nworkers = 1\n");
 	confwatch_print_file(path, &a);
 	assert_int_equal(a.err, 0);
@@ -185,9 +202,7 @@ test_print(void **state)
 	confwatch_print_file(path, &b);
 	assert_int_equal(b.err, 0);
 	assert_false(confwatch_print_equal(&missing, &b));
-	rm_tree(dir);
 	free(path);
-	free(dir);
 }
 
 /* A live watch on its own loop; changed() counts and stops the loop. */
@@ -263,11 +278,10 @@ live_stop(struct live *l)
 static void
 test_live_editor_rename_and_touch(void **state)
 {
-	char *dir = tmp_dir(), *path = join(dir, "kaproxy.ini"), *other = join(dir, "other.ini");
+	char *dir = *state, *path = join(dir, "kaproxy.ini"), *other = join(dir, "other.ini");
 	struct live l;
 	uint64_t took;
 
-	(void)state;
 	write_file(path, "one\n");
 	live_start(&l, path);
 
@@ -314,9 +328,7 @@ test_live_editor_rename_and_touch(void **state)
 	assert_int_equal(l.loaded.err, ENOENT);
 
 	live_stop(&l);
-	rm_tree(dir);
 	free(path);
-	free(dir);
 }
 
 /* kubelet's atomic writer: kaproxy.ini -> ..data/kaproxy.ini, ..data -> a
@@ -347,10 +359,9 @@ k8s_publish(const char *dir, const char *stamp, const char *text, const char *ol
 static void
 test_live_k8s_swap(void **state)
 {
-	char *dir = tmp_dir(), *path = join(dir, "kaproxy.ini");
+	char *dir = *state, *path = join(dir, "kaproxy.ini");
 	struct live l;
 
-	(void)state;
 	k8s_publish(dir, "..2026_11_25_20_00_00.000000001", "v1\n", NULL);
 	assert_int_equal(symlink("..data/kaproxy.ini", path), 0);
 	live_start(&l, path);
@@ -371,19 +382,15 @@ test_live_k8s_swap(void **state)
 	assert_int_equal(l.calls, 1);
 
 	live_stop(&l);
-	rm_tree(dir);
 	free(path);
-	free(dir);
 }
 
 static void
 test_live_relative_path(void **state)
 {
-	char *dir = tmp_dir(), cwd[PATH_MAX];
+	char *dir = *state;
 	struct live l;
 
-	(void)state;
-	assert_non_null(getcwd(cwd, sizeof(cwd)));
 	assert_int_equal(chdir(dir), 0);
 	write_file("kaproxy.ini", "one\n");
 	live_start(&l, "kaproxy.ini");
@@ -392,9 +399,6 @@ test_live_relative_path(void **state)
 	assert_false(l.timed_out);
 	assert_int_equal(l.calls, 1);
 	live_stop(&l);
-	assert_int_equal(chdir(cwd), 0);
-	rm_tree(dir);
-	free(dir);
 }
 
 static void
@@ -411,13 +415,12 @@ stop_when_gone(evutil_socket_t fd, short what, void *arg)
 static void
 test_directory_gone_and_unwatchable(void **state)
 {
-	char *dir = tmp_dir(), *path = join(dir, "kaproxy.ini");
+	char *dir = *state, *path = join(dir, "kaproxy.ini");
 	struct live l;
 	struct event *poll;
 	struct timeval every = { 0, 20000 };
 	struct confwatch_print none;
 
-	(void)state;
 	live_start(&l, path);   /* the file need not exist; its directory must */
 	poll = event_new(l.base, -1, EV_PERSIST, stop_when_gone, &l);
 	assert_int_equal(event_add(poll, &every), 0);
@@ -436,8 +439,9 @@ test_directory_gone_and_unwatchable(void **state)
 	confwatch_free(NULL);
 	live_stop(&l);
 	free(path);
-	free(dir);
 }
+
+#define IN_DIR(test) cmocka_unit_test_setup_teardown(test, dir_setup, dir_teardown)
 
 int
 main(void)
@@ -445,11 +449,11 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_classify),
 		cmocka_unit_test(test_delay_bounded),
-		cmocka_unit_test(test_print),
-		cmocka_unit_test(test_live_editor_rename_and_touch),
-		cmocka_unit_test(test_live_k8s_swap),
-		cmocka_unit_test(test_live_relative_path),
-		cmocka_unit_test(test_directory_gone_and_unwatchable),
+		IN_DIR(test_print),
+		IN_DIR(test_live_editor_rename_and_touch),
+		IN_DIR(test_live_k8s_swap),
+		IN_DIR(test_live_relative_path),
+		IN_DIR(test_directory_gone_and_unwatchable),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
