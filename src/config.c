@@ -100,6 +100,12 @@ static const struct option options[] = {
 	  .label = "shutdown_timeout",
 	  .help = "On SIGTERM or SIGINT, how long live connections may go on before the "
 	  "rest are closed (close_reason shutdown)." },
+	{ .name = "reload_on_change", .scope = OPTION_GLOBAL, .type = &option_bool,
+	  .fallback = "off", .off = G(reload_on_change), .label = "reload_on_change",
+	  .help = "Watch the configuration file (its directory, so that an editor's rename "
+	  "or a Kubernetes ConfigMap's ..data symlink swap is seen) and reload as SIGHUP "
+	  "does once changes have been quiet for 300ms (at most 2s after the first), "
+	  "only when the file's content differs from what the last reload read." },
 
 	{ .name = "listen", .scope = OPTION_LISTENER, .type = &option_endpoint,
 	  .off = L(listen),

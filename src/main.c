@@ -7,7 +7,8 @@
  * A reload or a reopen is an event of its own that a signal makes active:
  * however many SIGHUPs (SIGUSR1s) arrive before it runs, it runs once, so a
  * burst of signals costs one reload per turn of the loop, not one each in a
- * row while worker 0's connections wait.
+ * row while worker 0's connections wait.  reload_on_change makes the same
+ * event active when the file's directory says the file changed (confwatch).
  *
  * The service manager hears of each step (notify): READY once every listener
  * and the admin endpoint are open, RELOADING and READY around each reload
@@ -29,6 +30,7 @@
 #include "kaproxy/accesslog.h"
 #include "kaproxy/admin.h"
 #include "kaproxy/config.h"
+#include "kaproxy/confwatch.h"
 #include "kaproxy/log.h"
 #include "kaproxy/notify.h"
 #include "kaproxy/worker.h"
@@ -46,6 +48,8 @@ struct daemon {
 	struct event *signals[4];       /* HUP, TERM, INT, USR1 */
 	struct event *reload_ev;        /* made active by SIGHUP */
 	struct event *reopen_ev;        /* made active by SIGUSR1 */
+	struct confwatch *watch;        /* reload_on_change; NULL when off */
+	struct confwatch_print loaded;  /* what the last reload (or start-up) read */
 	struct admin *admin;
 	struct stats_process proc;
 	struct notify *notify;          /* NULL: no service manager to tell */
@@ -170,6 +174,36 @@ apply_config(struct daemon *d, struct generation *gen)
 }
 
 static void
+changed_cb(void *arg)
+{
+	struct daemon *d = arg;
+
+	event_active(d->reload_ev, EV_TIMEOUT, 0);
+}
+
+/*
+ * Start or stop watching the file as reload_on_change now says.  A watch
+ * that cannot start (or whose directory went away) is logged and leaves
+ * kaproxy running; the next reload tries again.
+ */
+static void
+watch_update(struct daemon *d)
+{
+	if (!d->current->cfg->reload_on_change) {
+		if (d->watch != NULL)
+			log_info("reload_on_change off: no longer watching %s", d->config_path);
+		confwatch_free(d->watch);
+		d->watch = NULL;
+		return;
+	}
+	if (confwatch_watching(d->watch))
+		return;
+	confwatch_free(d->watch);
+	d->watch = confwatch_new(worker_base(d->workers[0]), d->config_path, &d->loaded,
+	    changed_cb, d);
+}
+
+static void
 reload_failed(struct daemon *d, const char *why)
 {
 	log_errorx("reload failed, keeping the running configuration%s%s", *why ? ": " : "", why);
@@ -185,6 +219,8 @@ reload_apply(struct daemon *d)
 	struct generation *gen;
 	struct config *cfg;
 
+	/* Before the file is read: a change from now on differs from this. */
+	confwatch_print_file(d->config_path, &d->loaded);
 	if (config_load(d->config_path, &cfg, err, sizeof(err)) == -1) {
 		reload_failed(d, err);
 		return -1;
@@ -213,6 +249,7 @@ reload_apply(struct daemon *d)
 	d->current = gen;
 	STAT_ADD(d->proc.reloads_ok, 1);
 	log_info("reloaded %s", d->config_path);
+	watch_update(d);
 	return 0;
 }
 
@@ -406,6 +443,7 @@ run(struct daemon *d, struct config *cfg)
 	d->notify = notify_open(getenv("NOTIFY_SOCKET"));
 	if (workers_create(d, cfg) == -1 || events_start(d) == -1)
 		goto out;
+	watch_update(d);
 	if (cfg->admin_enabled) {
 		d->admin = admin_start(d->workers, d->n_workers, &cfg->admin_listen,
 		    cfg->admin_max_connections, &d->proc, &d->shared.draining);
@@ -417,6 +455,7 @@ run(struct daemon *d, struct config *cfg)
 	log_info("exiting");
 out:
 	admin_free(d->admin);
+	confwatch_free(d->watch);
 	events_stop(d);
 	workers_free(d);
 	generation_unref(d->current);
@@ -461,6 +500,7 @@ main(int argc, char **argv)
 		usage(stderr);
 		return 1;
 	}
+	confwatch_print_file(d.config_path, &d.loaded);
 	if (config_load(d.config_path, &cfg, err, sizeof(err)) == -1) {
 		fprintf(stderr, "%s\n", err);
 		return 1;

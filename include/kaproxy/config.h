@@ -54,6 +54,7 @@ struct config {
 	bool admin_allow_remote;
 	uint32_t admin_max_connections;
 	uint32_t shutdown_timeout_ms;
+	bool reload_on_change;     /* watch the file's directory, reload on a change */
 	struct listener_config *listeners;
 	size_t n_listeners;
 };

@@ -216,6 +216,7 @@ test_builtin_defaults(void **state)
 	assert_string_equal(cfg->admin_listen.text, "127.0.0.1:9901");
 	assert_false(cfg->admin_allow_remote);
 	assert_int_equal(cfg->shutdown_timeout_ms, 30000);
+	assert_false(cfg->reload_on_change);
 	assert_int_equal(cfg->n_listeners, 1);
 	assert_string_equal(lc->name, "a");
 	assert_int_equal(lc->line, 1);
@@ -250,6 +251,7 @@ test_every_key_set(void **state)
 	    "admin_listen = off\n"
 	    "admin_allow_remote = yes\n"
 	    "shutdown_timeout = 0\n"
+	    "reload_on_change = on\n"
 	    "[listener x.y-z_1]\n"
 	    "listen = [::1]:2000\n"
 	    "upstream = 127.0.0.1:1 ,  [::1]:2,127.0.0.1:3\n"
@@ -279,6 +281,7 @@ test_every_key_set(void **state)
 	assert_false(cfg->admin_enabled);
 	assert_true(cfg->admin_allow_remote);
 	assert_int_equal(cfg->shutdown_timeout_ms, 0);
+	assert_true(cfg->reload_on_change);
 	assert_string_equal(lc->name, "x.y-z_1");
 	assert_string_equal(lc->listen.text, "[::1]:2000");
 	assert_int_equal(lc->n_upstreams, 3);
@@ -716,7 +719,7 @@ test_print_check(void **state)
 	static const char *const expected[] = {
 		"t.ini: ok, 2 listener(s)\n",
 		"workers auto,", "access_log off,", "admin 127.0.0.1:9901,",
-		"shutdown_timeout 30s\n",
+		"shutdown_timeout 30s, reload_on_change off\n",
 		"[listener a] 127.0.0.1:2000 -> 127.0.0.1:1, [::1]:2 (roundrobin)\n",
 		"  teardown rst, log_interval off, reload_live_connections apply, send_proxy off, accept_proxy off, connect_timeout 5s, idle_timeout 1.5s\n",
 		"  client    keepalive on, idle 1m 15s, interval 15s, count 2, "
