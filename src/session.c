@@ -892,9 +892,14 @@ session_close(struct session *s, enum close_reason reason, struct leg *dead, int
 	if (err != 0)
 		s->err = err;
 	recheck_forget(s, reason);
-	if (reason == REASON_UPSTREAM_TIMEOUT)
-		suspect_mark(s);
 	close_facts(s, reason, dead, logging, &facts);
+	/*
+	 * A silent upstream may be a dead host; one that stopped reading (its
+	 * window shut, its probes answered) is alive, and so are its neighbours.
+	 */
+	if (reason == REASON_UPSTREAM_TIMEOUT &&
+	    (facts.peer_state == NULL || strcmp(facts.peer_state, "not_reading") != 0))
+		suspect_mark(s);
 	teardown = teardown_legs(s, reason, dead);
 	if (logging)
 		session_log(s, teardown, &facts);

@@ -71,6 +71,16 @@ def dead_case(t, leg, kind, cli, srv):
     else:
         t.check(dead_tcp["probes"] > 0, "%s: probes were left unanswered (%d)"
                 % (leg, dead_tcp["probes"]))
+    if leg == "upstream":
+        # upstream_recheck_on_death: a silent upstream makes its address
+        # suspect; one that only stopped reading is alive, and does not.
+        marked = "upstream %s: suspect" % rec["upstream"]
+        if kind == "not_reading":
+            t.check(marked not in t.kaproxy.stderr_text(10 ** 7),
+                    "upstream/not_reading: its address is not made suspect")
+        else:
+            t.kaproxy.wait_log(marked)
+            lab.log("ok: upstream/silent: its address is suspect")
     # The other peer learns at once: its stuck send ends in a reset.
     r = sender.cmd("send 1000 5", timeout=10)
     t.check(r.status == "ERR" and r["errno"] in ("ECONNRESET", "EPIPE"),
