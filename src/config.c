@@ -132,7 +132,8 @@ static const struct option options[] = {
 	  "timeout 3s), and each gets its own policy back as soon as its probe is "
 	  "answered; a dead one closes as upstream_timeout. While the address is suspect "
 	  "new clients start on the listener's other upstreams, until a connect to it "
-	  "(kaproxy tries one a second) succeeds again." },
+	  "succeeds again: a client's, or kaproxy's own trial connect, made about once a "
+	  "second while a listener avoids the address." },
 	{ .name = "send_proxy", .scope = OPTION_LISTENER, .type = &option_enum,
 	  .words = send_proxy_words, .fallback = "off", .off = L(send_proxy),
 	  .label = "send_proxy",

@@ -65,13 +65,15 @@ recheck_count(const struct recheck_table *t)
 }
 
 bool
-recheck_mark(struct recheck_table *t, const struct endpoint *ep, uint32_t connect_timeout_ms)
+recheck_mark(struct recheck_table *t, const struct endpoint *ep, uint32_t connect_timeout_ms,
+    bool trial)
 {
-	struct recheck_suspect *slot = NULL;
+	struct recheck_suspect *slot;
 	size_t i;
 
 	table_lock(t);
-	if (find(t, ep) != NULL) {
+	if ((slot = find(t, ep)) != NULL) {
+		slot->trial = slot->trial || trial;
 		table_unlock(t);
 		return false;
 	}
@@ -88,6 +90,7 @@ recheck_mark(struct recheck_table *t, const struct endpoint *ep, uint32_t connec
 	slot->seq = ++t->seq;
 	slot->next_trial_ms = now_ms() + RECHECK_TRIAL_EVERY_MS;
 	slot->connect_timeout_ms = connect_timeout_ms;
+	slot->trial = trial;
 	slot->trial_busy = false;
 	__atomic_add_fetch(&t->n_suspect, 1, __ATOMIC_RELAXED);
 	/*
@@ -137,6 +140,21 @@ recheck_is_suspect(struct recheck_table *t, const struct endpoint *ep)
 	suspect = find(t, ep) != NULL;
 	table_unlock(t);
 	return suspect;
+}
+
+bool
+recheck_avoid(struct recheck_table *t, const struct endpoint *ep)
+{
+	struct recheck_suspect *s;
+
+	if (recheck_count(t) == 0)
+		return false;
+	table_lock(t);
+	s = find(t, ep);
+	if (s != NULL)
+		s->trial = true;
+	table_unlock(t);
+	return s != NULL;
 }
 
 size_t
@@ -216,7 +234,7 @@ recheck_trial_tick(struct recheck_trial *trial, struct event_base *base)
 	now = now_ms();
 	table_lock(t);
 	for (i = 0; i < RECHECK_SUSPECTS_MAX && s == NULL; i++)
-		if (t->suspects[i].seq != 0 && !t->suspects[i].trial_busy &&
+		if (t->suspects[i].seq != 0 && t->suspects[i].trial && !t->suspects[i].trial_busy &&
 		    t->suspects[i].next_trial_ms <= now)
 			s = &t->suspects[i];
 	if (s != NULL) {

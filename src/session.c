@@ -161,7 +161,8 @@ suspect_mark(struct session *s)
 	struct recheck_table *t = suspects_of(s);
 
 	if (t != NULL)
-		(void)recheck_mark(t, current_upstream(s), s->origin->cfg->connect_timeout_ms);
+		(void)recheck_mark(t, current_upstream(s), s->origin->cfg->connect_timeout_ms,
+		    s->origin->cfg->n_upstreams > 1);
 }
 
 /*
@@ -180,7 +181,7 @@ avoid_suspects(struct session *s)
 	for (i = 0; i < lc->n_upstreams; i++) {
 		unsigned k = (unsigned)((s->upstream_first + i) % lc->n_upstreams);
 
-		if (!recheck_is_suspect(t, &lc->upstreams[k])) {
+		if (!recheck_avoid(t, &lc->upstreams[k])) {
 			s->upstream_first = (uint16_t)k;
 			return;
 		}

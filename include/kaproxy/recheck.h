@@ -6,8 +6,10 @@
  * or a connect to it fails; every worker is then woken (its wake event made
  * active) to re-probe its own idle connections to that address (session.c),
  * and new clients start on other upstreams.  An address stops being suspect
- * when a connect to it succeeds: a client's, or a trial one that the workers'
- * recheck ticks make about once a second (recheck_trial_*).
+ * when a connect to it succeeds: a client's, or, for an address that a
+ * listener with other upstreams avoids (where no client would go), a trial
+ * one that the workers' recheck ticks make about once a second
+ * (recheck_trial_*).
  *
  * The table lives in struct process_shared and is usable zeroed, as tests
  * build that struct; it is guarded by a spinlock held only to copy a few
@@ -36,6 +38,7 @@ struct recheck_suspect {
 	uint64_t seq;              /* 0: free slot; else when it was marked (table->seq) */
 	uint64_t next_trial_ms;    /* monotonic */
 	uint32_t connect_timeout_ms;
+	bool trial;                /* avoided by some listener: trial connects clear it */
 	bool trial_busy;           /* a worker is connecting to it now */
 };
 
@@ -56,15 +59,24 @@ unsigned recheck_count(const struct recheck_table *t);
 /*
  * ep was found dead: mark it suspect and wake every worker.  Returns true
  * when it was not suspect yet (then the workers are woken), false when it
- * already was or the table is full.  Any worker's thread.
+ * already was or the table is full.  trial: the marking listener has other
+ * upstreams, so new clients will avoid ep and only trial connects can clear
+ * it (sticks once set while ep stays suspect).  Any worker's thread.
  */
-bool recheck_mark(struct recheck_table *t, const struct endpoint *ep, uint32_t connect_timeout_ms);
+bool recheck_mark(struct recheck_table *t, const struct endpoint *ep, uint32_t connect_timeout_ms,
+    bool trial);
 
 /* A connect to ep succeeded: it is not suspect any more.  Cheap when nothing is. */
 void recheck_clear(struct recheck_table *t, const struct endpoint *ep);
 
 /* Whether ep is suspect now.  Cheap when nothing is. */
 bool recheck_is_suspect(struct recheck_table *t, const struct endpoint *ep);
+
+/*
+ * As recheck_is_suspect, for a caller that sends a client elsewhere when it
+ * is: from then on trial connects are what can clear ep.
+ */
+bool recheck_avoid(struct recheck_table *t, const struct endpoint *ep);
 
 /*
  * The addresses marked since *seen (a worker's own cursor, 0 at first),

@@ -61,8 +61,8 @@ test_mark_wake_clear(void **state)
 		recheck_attach(&table, (unsigned)i, &wake[i]);
 	}
 	assert_false(recheck_is_suspect(&table, &a));
-	assert_true(recheck_mark(&table, &a, 1000));
-	assert_false(recheck_mark(&table, &a, 1000));   /* already suspect: no second wake */
+	assert_true(recheck_mark(&table, &a, 1000, true));
+	assert_false(recheck_mark(&table, &a, 1000, true));   /* already suspect: no second wake */
 	assert_int_equal(recheck_count(&table), 1);
 	event_base_loop(base, EVLOOP_NONBLOCK);
 	assert_int_equal(woken[0], 1);
@@ -73,7 +73,7 @@ test_mark_wake_clear(void **state)
 	assert_int_equal(recheck_marked_since(&table, &seen0, out, 4), 1);
 	assert_true(endpoint_equal(&out[0], &a));
 	assert_int_equal(recheck_marked_since(&table, &seen0, out, 4), 0);   /* once each */
-	assert_true(recheck_mark(&table, &b, 1000));
+	assert_true(recheck_mark(&table, &b, 1000, true));
 	assert_int_equal(recheck_marked_since(&table, &seen0, out, 4), 1);
 	assert_true(endpoint_equal(&out[0], &b));
 	assert_int_equal(recheck_marked_since(&table, &seen1, out, 4), 2);    /* its own cursor */
@@ -84,7 +84,7 @@ test_mark_wake_clear(void **state)
 	assert_int_equal(recheck_count(&table), 1);
 	recheck_clear(&table, &a);                      /* not suspect: nothing */
 	assert_int_equal(recheck_count(&table), 1);
-	assert_true(recheck_mark(&table, &a, 1000));    /* suspect again: a new mark */
+	assert_true(recheck_mark(&table, &a, 1000, true));    /* suspect again: a new mark */
 	assert_int_equal(recheck_marked_since(&table, &seen1, out, 4), 1);
 
 	for (int i = 0; i < 2; i++)
@@ -104,10 +104,10 @@ test_full_table(void **state)
 	for (i = 0; i < RECHECK_SUSPECTS_MAX; i++) {
 		snprintf(text, sizeof(text), "192.0.2.%d:80", i + 1);
 		e = ep(text);
-		assert_true(recheck_mark(&table, &e, 1000));
+		assert_true(recheck_mark(&table, &e, 1000, true));
 	}
 	e = ep("198.51.100.1:80");
-	assert_false(recheck_mark(&table, &e, 1000));
+	assert_false(recheck_mark(&table, &e, 1000, true));
 	assert_false(recheck_is_suspect(&table, &e));
 	assert_int_equal(recheck_count(&table), RECHECK_SUSPECTS_MAX);
 	e = ep("192.0.2.1:80");
@@ -158,7 +158,7 @@ test_trial_connect(void **state)
 	(void)state;
 	assert_non_null(base);
 	recheck_trial_init(&trial, &table);
-	assert_true(recheck_mark(&table, &down, 1000));
+	assert_true(recheck_mark(&table, &down, 1000, true));
 	recheck_trial_tick(&trial, base);
 	assert_true(trial.fd < 0);           /* not due yet: the first trial waits a second */
 	table.suspects[0].next_trial_ms = 0; /* make it due */
@@ -168,12 +168,26 @@ test_trial_connect(void **state)
 	assert_true(recheck_is_suspect(&table, &down));   /* refused: still suspect */
 	assert_false(table.suspects[0].trial_busy);
 
-	assert_true(recheck_mark(&table, &up, 1000));
+	assert_true(recheck_mark(&table, &up, 1000, true));
 	table.suspects[1].next_trial_ms = 0;
 	recheck_trial_tick(&trial, base);
 	if (trial.fd >= 0)
 		run_trial(&trial, base);
 	assert_false(recheck_is_suspect(&table, &up));    /* accepted: cleared */
+	assert_true(recheck_is_suspect(&table, &down));
+
+	/* Marked by a listener with no other upstream: its clients clear it, no trial. */
+	recheck_clear(&table, &down);
+	assert_true(recheck_mark(&table, &down, 1000, false));
+	table.suspects[0].next_trial_ms = 0;
+	recheck_trial_tick(&trial, base);
+	assert_true(trial.fd < 0);
+	assert_true(recheck_avoid(&table, &down));   /* a listener with other upstreams avoids it */
+	recheck_trial_tick(&trial, base);
+	if (trial.fd >= 0)
+		run_trial(&trial, base);
+	else
+		assert_false(table.suspects[0].trial_busy);
 	assert_true(recheck_is_suspect(&table, &down));
 	close(up_fd);
 	close(down_fd);
