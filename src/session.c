@@ -967,7 +967,9 @@ session_set_free_rechecks(struct session_set *set)
 /*
  * Re-probe s's upstream leg: its policy saved, the short one set.  Only an
  * idle leg: with data unacknowledged keepalive does not run, and the leg's
- * own user timeout already bounds it.  Returns true when it started.
+ * own user timeout already bounds it.  Nor one with bytes waiting to go to a
+ * shut window: a 3 s user timeout would end a server that is alive but not
+ * reading.  Returns true when it started.
  */
 static bool
 recheck_begin(struct session_set *set, struct session *s)
@@ -977,7 +979,7 @@ recheck_begin(struct session_set *set, struct session *s)
 	struct session_recheck *r;
 
 	if (sockopt_tcp_snapshot(fd, &snap) == -1 || snap.state != TCP_ESTABLISHED ||
-	    snap.unacked > 0)
+	    snap.unacked > 0 || snap.snd_wnd == 0 || s->client.pump.pipe_len > 0)
 		return false;
 	if (set->n_rechecks == set->cap_rechecks) {
 		/* Grown only when an address turns suspect, never per event. */
