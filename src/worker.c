@@ -88,8 +88,8 @@ recheck_wake_cb(evutil_socket_t fd, short what, void *arg)
 			log_info("worker %u: re-probing %u idle upstream connection(s)", w->index,
 			    started);
 	}
-	if (!evtimer_pending(&w->recheck_tick, NULL))
-		recheck_arm(w);
+	/* Re-armed: a 250 ms tick pending for trials becomes the 100 ms poll. */
+	recheck_arm(w);
 }
 
 static void
