@@ -136,6 +136,16 @@ static const struct option options[] = {
 	  "changed: apply sets them on its live connections too (both legs, at once, "
 	  "no reconnect), keep leaves them to new connections. A listener is the same "
 	  "across a reload when its listen address is." },
+	{ .name = "upstream_recheck_on_death", .scope = OPTION_LISTENER, .type = &option_bool,
+	  .fallback = "on", .off = L(recheck_on_death), .label = "upstream_recheck_on_death",
+	  .help = "When an upstream connection dies by timeout, or a connect to an upstream "
+	  "fails, that address is suspect: every other idle connection to it, on every "
+	  "worker, is re-probed at once (one keepalive probe within about a second, user "
+	  "timeout 3s), and each gets its own policy back as soon as its probe is "
+	  "answered; a dead one closes as upstream_timeout. While the address is suspect "
+	  "new clients start on the listener's other upstreams, until a connect to it "
+	  "succeeds again: a client's, or kaproxy's own trial connect, made about once a "
+	  "second while a listener avoids the address." },
 	{ .name = "send_proxy", .scope = OPTION_LISTENER, .type = &option_enum,
 	  .words = send_proxy_words, .fallback = "off", .off = L(send_proxy),
 	  .label = "send_proxy",

@@ -382,6 +382,7 @@ workers_create(struct daemon *d, const struct config *cfg)
 		return -1;
 	}
 	atomic_init(&d->shared.admission.max_connections, cfg->max_connections);
+	d->proc.upstreams_suspect = &d->shared.suspects.n_suspect;
 	for (i = 0; i < d->n_workers; i++)
 		if ((d->workers[i] = worker_new(&d->shared, i, d->n_workers > 1)) == NULL)
 			return -1;

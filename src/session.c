@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -31,12 +32,35 @@
 #include "kaproxy/log.h"
 #include "kaproxy/proxyproto.h"
 #include "kaproxy/pump.h"
+#include "kaproxy/recheck.h"
 #include "kaproxy/session.h"
 #include "kaproxy/sockopt.h"
 #include "kaproxy/stats.h"
 
 /* How long a teardown = fin waits for the live peer to take its bytes and close. */
 #define FIN_LINGER_MS 10000
+
+/*
+ * upstream_recheck_on_death: the policy a suspect upstream's idle legs run
+ * while they are re-probed.  Set with the idle last, which re-arms the
+ * keepalive timer from the last segment received: a leg silent for 1 s or
+ * more probes at once.  The user timeout is what decides (Linux aborts once
+ * a probe is out and the leg has been silent that long), so a leg silent
+ * for over 3 s has one interval, 1 s, to answer; one silent for less gets
+ * probes until 3 s of silence.
+ */
+static const struct leg_policy recheck_policy = {
+	.keepalive = true, .idle_s = 1, .interval_s = 1, .count = 2, .user_timeout_ms = 3000,
+};
+/* A recheck neither answered nor ended by then gives the leg its policy back. */
+#define RECHECK_GIVE_UP_MS 10000
+
+/* A leg under recheck: kept in its set, not in the session. */
+struct session_recheck {
+	struct session *s;
+	uint64_t start_ms;          /* monotonic */
+	struct leg_policy saved;    /* the leg's own policy, read from its socket */
+};
 
 enum session_state {
 	STATE_HEADER,       /* accept_proxy: reading the client's PROXY header */
@@ -50,6 +74,7 @@ struct leg {
 	struct session *session;
 	struct pump_end pump;   /* the socket, and what was read from it not yet sent on the peer */
 	uint8_t side;           /* enum side */
+	uint8_t rechecking;     /* upstream leg: in its set's recheck list (padding, no growth) */
 	uint64_t bytes_in;      /* bytes read from this leg */
 };
 
@@ -121,6 +146,47 @@ current_upstream(const struct session *s)
 	unsigned tried = s->attempts > 0 ? s->attempts - 1u : 0u;
 
 	return &lc->upstreams[(s->upstream_first + tried) % lc->n_upstreams];
+}
+
+/* The suspect table, when this session's listener takes part in rechecks. */
+static struct recheck_table *
+suspects_of(const struct session *s)
+{
+	return s->origin->cfg->recheck_on_death ? s->origin->set->suspects : NULL;
+}
+
+/* The upstream being connected to, or whose leg died, is suspect. */
+static void
+suspect_mark(struct session *s)
+{
+	struct recheck_table *t = suspects_of(s);
+
+	if (t != NULL)
+		(void)recheck_mark(t, current_upstream(s), s->origin->cfg->connect_timeout_ms,
+		    s->origin->cfg->n_upstreams > 1);
+}
+
+/*
+ * The first upstream a new client tries: the balance's pick, or, while that
+ * one is suspect, the next one in order that is not (all suspect: the pick).
+ */
+static void
+avoid_suspects(struct session *s)
+{
+	const struct listener_config *lc = s->origin->cfg;
+	struct recheck_table *t = suspects_of(s);
+	size_t i;
+
+	if (t == NULL || lc->n_upstreams < 2 || recheck_count(t) == 0)
+		return;
+	for (i = 0; i < lc->n_upstreams; i++) {
+		unsigned k = (unsigned)((s->upstream_first + i) % lc->n_upstreams);
+
+		if (!recheck_avoid(t, &lc->upstreams[k])) {
+			s->upstream_first = (uint16_t)k;
+			return;
+		}
+	}
 }
 
 static struct timeval
@@ -324,6 +390,8 @@ session_running(struct session *s, short what)
 		return;
 	s->state = STATE_RUNNING;
 	s->last_active_ms = now_ms();
+	if (suspects_of(s) != NULL)
+		recheck_clear(suspects_of(s), current_upstream(s));
 	stats_observe(&s->origin->stats->connect_seconds, stats_connect_bounds,
 	    STATS_CONNECT_BUCKETS, (double)(s->last_active_ms - s->start_ms) / 1000.0);
 
@@ -378,6 +446,7 @@ connecting_event(struct session *s, short what)
 	}
 	log_debug("session %llu: upstream %s: %s", (unsigned long long)s->id,
 	    current_upstream(s)->text, strerror(s->err));
+	suspect_mark(s);
 	leg_close(&s->upstream, false);
 	upstream_connect_next(s);
 }
@@ -531,6 +600,8 @@ upstream_connect_next(struct session *s)
 	struct timeval tv = ms_to_tv(lc->connect_timeout_ms);
 	int fd;
 
+	if (s->attempts == 0)
+		avoid_suspects(s);
 	while (s->attempts < lc->n_upstreams) {
 		s->attempts++;
 		ep = current_upstream(s);
@@ -568,6 +639,7 @@ upstream_connect_next(struct session *s)
 		log_debug("session %llu: upstream %s: %s", (unsigned long long)s->id,
 		    ep->text, strerror(s->err));
 		close(fd);
+		suspect_mark(s);
 	}
 	session_close(s, s->all_timed_out ? REASON_CONNECT_TIMEOUT : REASON_CONNECT_FAILED, NULL, s->err);
 }
@@ -631,6 +703,50 @@ static bool
 not_reading(const struct tcp_snapshot *snap)
 {
 	return snap->snd_wnd == 0 && snap->probes == 0;
+}
+
+/* s's entry in its set's recheck list, or NULL. */
+static struct session_recheck *
+recheck_find(struct session_set *set, const struct session *s)
+{
+	uint32_t i;
+
+	if (!s->upstream.rechecking)
+		return NULL;
+	for (i = 0; i < set->n_rechecks; i++)
+		if (set->rechecks[i].s == s)
+			return &set->rechecks[i];
+	return NULL;
+}
+
+/* Take r out of its set's list; restore: give the leg its own policy back. */
+static void
+recheck_end(struct session_set *set, struct session_recheck *r, bool restore)
+{
+	struct session *s = r->s;
+
+	if (restore && s->upstream.pump.fd >= 0)
+		(void)sockopt_apply_policy(s->upstream.pump.fd, &r->saved, "rechecked upstream");
+	s->upstream.rechecking = 0;
+	*r = set->rechecks[--set->n_rechecks];
+	/* The list lasts as long as a wave of rechecks, not for the loop's life. */
+	if (set->n_rechecks == 0)
+		session_set_free_rechecks(set);
+}
+
+/* s ends while its upstream is rechecked: count a death that answers it. */
+static void
+recheck_forget(struct session *s, enum close_reason reason)
+{
+	struct session_set *set = s->origin->set;
+	struct session_recheck *r = recheck_find(set, s);
+
+	if (r == NULL)
+		return;
+	if (reason == REASON_UPSTREAM_TIMEOUT || reason == REASON_UPSTREAM_RESET ||
+	    reason == REASON_UPSTREAM_ERROR)
+		STAT_ADD(s->origin->stats->rechecks[STATS_RECHECK_DEAD], 1);
+	recheck_end(set, r, false);
 }
 
 /* What the close of a session learned from the kernel, for its log line. */
@@ -777,7 +893,15 @@ session_close(struct session *s, enum close_reason reason, struct leg *dead, int
 	s->reason = (uint8_t)reason;
 	if (err != 0)
 		s->err = err;
+	recheck_forget(s, reason);
 	close_facts(s, reason, dead, logging, &facts);
+	/*
+	 * A silent upstream may be a dead host; one that stopped reading (its
+	 * window shut, its probes answered) is alive, and so are its neighbours.
+	 */
+	if (reason == REASON_UPSTREAM_TIMEOUT &&
+	    (facts.peer_state == NULL || strcmp(facts.peer_state, "not_reading") != 0))
+		suspect_mark(s);
 	teardown = teardown_legs(s, reason, dead);
 	if (logging)
 		session_log(s, teardown, &facts);
@@ -799,6 +923,7 @@ session_free(struct session *s)
 	struct session_set *set = origin->set;
 	struct session_cursor *c;
 
+	recheck_forget(s, REASON_NONE);
 	leg_close(&s->client, false);
 	leg_close(&s->upstream, false);
 	pump_end_release(origin->pool, &s->client.pump);
@@ -825,6 +950,120 @@ session_set_init(struct session_set *set, void (*on_empty)(void *), void *arg)
 	set->progress_ms = now_ms();
 	set->on_empty = on_empty;
 	set->on_empty_arg = arg;
+	set->suspects = NULL;
+	set->rechecks = NULL;
+	set->n_rechecks = 0;
+	set->cap_rechecks = 0;
+}
+
+void
+session_set_free_rechecks(struct session_set *set)
+{
+	free(set->rechecks);
+	set->rechecks = NULL;
+	set->n_rechecks = 0;
+	set->cap_rechecks = 0;
+}
+
+/*
+ * Re-probe s's upstream leg: its policy saved, the short one set.  Only an
+ * idle leg: with data unacknowledged keepalive does not run, and the leg's
+ * own user timeout already bounds it.  Nor one with bytes waiting to go to a
+ * shut window: a 3 s user timeout would end a server that is alive but not
+ * reading.  Returns true when it started.
+ */
+static bool
+recheck_begin(struct session_set *set, struct session *s)
+{
+	int fd = s->upstream.pump.fd;
+	struct tcp_snapshot snap;
+	struct session_recheck *r;
+
+	if (sockopt_tcp_snapshot(fd, &snap) == -1 || snap.state != TCP_ESTABLISHED ||
+	    snap.unacked > 0 || snap.snd_wnd == 0 || s->client.pump.pipe_len > 0)
+		return false;
+	if (set->n_rechecks == set->cap_rechecks) {
+		/* Grown only when an address turns suspect, never per event. */
+		uint32_t cap = set->cap_rechecks ? set->cap_rechecks * 2 : 16;
+		struct session_recheck *grown = realloc(set->rechecks, cap * sizeof(*grown));
+
+		if (grown == NULL) {
+			log_warn("session %llu: recheck", (unsigned long long)s->id);
+			return false;
+		}
+		set->rechecks = grown;
+		set->cap_rechecks = cap;
+	}
+	r = &set->rechecks[set->n_rechecks];
+	if (sockopt_read_policy(fd, &r->saved) == -1)
+		return false;
+	if (sockopt_apply_policy(fd, &recheck_policy, "rechecked upstream") == -1) {
+		/* Part of it may be set. */
+		(void)sockopt_apply_policy(fd, &r->saved, "rechecked upstream");
+		return false;
+	}
+	r->s = s;
+	r->start_ms = now_ms();
+	s->upstream.rechecking = 1;
+	set->n_rechecks++;
+	return true;
+}
+
+unsigned
+session_set_recheck_start(struct session_set *set, const struct endpoint *suspects, size_t n)
+{
+	struct session *s;
+	unsigned started = 0;
+	size_t i;
+
+	LIST_FOREACH(s, &set->head, entry) {
+		if (s->state != STATE_RUNNING || s->upstream.rechecking || suspects_of(s) == NULL)
+			continue;
+		for (i = 0; i < n; i++)
+			if (endpoint_equal(current_upstream(s), &suspects[i]))
+				break;
+		if (i < n && recheck_begin(set, s))
+			started++;
+	}
+	return started;
+}
+
+unsigned
+session_set_recheck_poll(struct session_set *set)
+{
+	uint64_t now = now_ms();
+	struct tcp_snapshot snap;
+	uint32_t i = 0;
+
+	while (i < set->n_rechecks) {
+		struct session_recheck *r = &set->rechecks[i];
+		struct session *s = r->s;
+		uint64_t elapsed = now - r->start_ms;
+
+		/*
+		 * Answered: something arrived after the recheck started (a probe's
+		 * ACK refreshes last_ack_recv; data does too) and no probe is out.
+		 */
+		if (sockopt_tcp_snapshot(s->upstream.pump.fd, &snap) == 0 &&
+		    snap.state != TCP_CLOSE && snap.probes == 0 &&
+		    (uint64_t)detect_ms(&snap) < elapsed) {
+			STAT_ADD(s->origin->stats->rechecks[STATS_RECHECK_ALIVE], 1);
+			log_debug("session %llu: upstream %s answered its recheck in %llu ms",
+			    (unsigned long long)s->id, current_upstream(s)->text,
+			    (unsigned long long)(elapsed - (uint64_t)detect_ms(&snap)));
+			recheck_end(set, r, true);
+			continue;
+		}
+		if (elapsed >= RECHECK_GIVE_UP_MS) {
+			log_info("session %llu: upstream %s: recheck neither answered nor ended "
+			    "in %d ms: its own policy is back", (unsigned long long)s->id,
+			    current_upstream(s)->text, RECHECK_GIVE_UP_MS);
+			recheck_end(set, r, true);
+			continue;
+		}
+		i++;
+	}
+	return set->n_rechecks;
 }
 
 void
@@ -851,9 +1090,14 @@ session_set_apply_policy(struct session_set *set, const struct endpoint *listen,
 		if (s->state == STATE_LINGER || !endpoint_equal(&s->origin->cfg->listen, listen))
 			continue;
 		/* A failure is logged; the leg keeps what it had, nothing else to do. */
+		struct session_recheck *r = recheck_find(set, s);
+
 		if (s->client.pump.fd >= 0)
 			(void)sockopt_apply_policy(s->client.pump.fd, client, "live client");
-		if (s->upstream.pump.fd >= 0)
+		/* Under recheck, the new policy is the one its end restores. */
+		if (r != NULL)
+			r->saved = *upstream;
+		else if (s->upstream.pump.fd >= 0)
 			(void)sockopt_apply_policy(s->upstream.pump.fd, upstream, "live upstream");
 		n++;
 	}

@@ -30,13 +30,19 @@ sockopt_apply_policy(int fd, const struct leg_policy *policy, const char *what)
 	 * The keepalive timings are set even when SO_KEEPALIVE is off: they
 	 * cost nothing, and a reload or an operator turning keepalive on with
 	 * setsockopt gets the configured values rather than the system's.
+	 *
+	 * On a live socket, TCP_KEEPIDLE re-arms the keepalive timer from the
+	 * last segment received, and turning SO_KEEPALIVE on arms it: both come
+	 * after the interval and the user timeout, so a timer that fires at
+	 * once (a leg silent for longer than the new idle) already runs with
+	 * them, not with the old ones.
 	 */
-	if (set_int(fd, SOL_SOCKET, SO_KEEPALIVE, policy->keepalive, "SO_KEEPALIVE", what) == -1 ||
-	    set_int(fd, IPPROTO_TCP, TCP_KEEPIDLE, (int)policy->idle_s, "TCP_KEEPIDLE", what) == -1 ||
-	    set_int(fd, IPPROTO_TCP, TCP_KEEPINTVL, (int)policy->interval_s, "TCP_KEEPINTVL", what) == -1 ||
+	if (set_int(fd, IPPROTO_TCP, TCP_KEEPINTVL, (int)policy->interval_s, "TCP_KEEPINTVL", what) == -1 ||
 	    set_int(fd, IPPROTO_TCP, TCP_KEEPCNT, (int)policy->count, "TCP_KEEPCNT", what) == -1 ||
 	    set_int(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, (int)policy->user_timeout_ms,
 		"TCP_USER_TIMEOUT", what) == -1 ||
+	    set_int(fd, IPPROTO_TCP, TCP_KEEPIDLE, (int)policy->idle_s, "TCP_KEEPIDLE", what) == -1 ||
+	    set_int(fd, SOL_SOCKET, SO_KEEPALIVE, policy->keepalive, "SO_KEEPALIVE", what) == -1 ||
 	    set_int(fd, IPPROTO_TCP, TCP_NODELAY, 1, "TCP_NODELAY", what) == -1)
 		return -1;
 	return 0;

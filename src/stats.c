@@ -98,6 +98,8 @@ stats_merge(struct stats_list *dst, const struct stats_list *src)
 			to->refused[i] += LOAD(from->refused[i]);
 		to->bytes_from_client += LOAD(from->bytes_from_client);
 		to->bytes_to_client += LOAD(from->bytes_to_client);
+		for (i = 0; i < STATS_RECHECK_RESULTS; i++)
+			to->rechecks[i] += LOAD(from->rechecks[i]);
 		histogram_merge(&to->connect_seconds, &from->connect_seconds);
 		histogram_merge(&to->detect_seconds[0], &from->detect_seconds[0]);
 		histogram_merge(&to->detect_seconds[1], &from->detect_seconds[1]);
@@ -253,6 +255,21 @@ stats_render_prometheus(const struct stats_list *list, const struct stats_proces
 		    st->bytes_from_client);
 		sample(p, "kaproxy_bytes_total", st->name, ",direction=\"to_client\"",
 		    st->bytes_to_client);
+	}
+	family(p, "kaproxy_upstream_rechecks_total", "counter",
+	    "Idle upstream legs re-probed because their address turned suspect, by result.");
+	LIST_FOREACH(st, list, entry) {
+		sample(p, "kaproxy_upstream_rechecks_total", st->name, ",result=\"alive\"",
+		    st->rechecks[STATS_RECHECK_ALIVE]);
+		sample(p, "kaproxy_upstream_rechecks_total", st->name, ",result=\"dead\"",
+		    st->rechecks[STATS_RECHECK_DEAD]);
+	}
+	if (proc->upstreams_suspect != NULL) {
+		family(p, "kaproxy_upstreams_suspect", "gauge",
+		    "Upstream addresses suspect now (a connection died by timeout or a connect "
+		    "failed, and no connect has succeeded since).");
+		emit(p, "kaproxy_upstreams_suspect %u\n",
+		    (unsigned)__atomic_load_n(proc->upstreams_suspect, __ATOMIC_RELAXED));
 	}
 	family(p, "kaproxy_upstream_connect_duration_seconds", "histogram",
 	    "Time to establish the upstream connection.");

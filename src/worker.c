@@ -27,9 +27,70 @@ struct worker {
 	bool drained;
 	struct event *drain_deadline;
 	struct event progress;          /* once a second: log_interval records */
+	/* upstream_recheck_on_death */
+	struct event recheck_wake;      /* made active by any worker marking an address */
+	struct event recheck_tick;      /* armed while legs are rechecked or addresses suspect */
+	struct recheck_trial trial;
+	uint64_t recheck_seen;          /* the last mark taken from shared->suspects */
 };
 
 static void sessions_empty(void *arg);
+
+/*
+ * One timer per worker, not one per connection: every 100 ms while legs
+ * are under recheck (how soon an answer gives a leg its policy back), every
+ * 250 ms while an address is only suspect (its trial connects), else off.
+ */
+static void
+recheck_arm(struct worker *w)
+{
+	struct timeval tv = { 0, 0 };
+
+	if (w->sessions.n_rechecks > 0)
+		tv.tv_usec = SESSION_RECHECK_POLL_MS * 1000;
+	else if (recheck_count(&w->shared->suspects) > 0 || w->trial.fd >= 0)
+		tv.tv_usec = 250 * 1000;
+	else
+		return;
+	if (evtimer_add(&w->recheck_tick, &tv) == -1)
+		log_warnx("worker %u: recheck timer", w->index);
+}
+
+static void
+recheck_tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+
+	(void)fd;
+	(void)what;
+	session_set_recheck_poll(&w->sessions);
+	if (!w->draining)
+		recheck_trial_tick(&w->trial, w->base);
+	recheck_arm(w);
+}
+
+/* An address was marked suspect (by any worker): re-probe this loop's legs to it. */
+static void
+recheck_wake_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct endpoint marked[RECHECK_SUSPECTS_MAX];
+	struct worker *w = arg;
+	unsigned started;
+	size_t n;
+
+	(void)fd;
+	(void)what;
+	n = recheck_marked_since(&w->shared->suspects, &w->recheck_seen, marked,
+	    RECHECK_SUSPECTS_MAX);
+	if (n > 0) {
+		started = session_set_recheck_start(&w->sessions, marked, n);
+		if (started > 0)
+			log_info("worker %u: re-probing %u idle upstream connection(s)", w->index,
+			    started);
+	}
+	/* Re-armed: a 250 ms tick pending for trials becomes the 100 ms poll. */
+	recheck_arm(w);
+}
 
 static void
 progress_tick(evutil_socket_t fd, short what, void *arg)
@@ -62,6 +123,10 @@ worker_new(struct process_shared *shared, unsigned index, bool reuseport)
 	LIST_INIT(&w->stats);
 	pump_pool_init(&w->pipes, PUMP_PIPE_SIZE);
 	session_set_init(&w->sessions, sessions_empty, w);
+	w->sessions.suspects = &shared->suspects;
+	recheck_trial_init(&w->trial, &shared->suspects);
+	evtimer_assign(&w->recheck_tick, w->base, recheck_tick_cb, w);
+	event_assign(&w->recheck_wake, w->base, -1, 0, recheck_wake_cb, w);
 	listener_set_init(&w->listeners, w->base, &w->pipes, &w->sessions, &w->stats,
 	    &shared->admission, index, reuseport);
 	event_assign(&w->progress, w->base, -1, EV_PERSIST, progress_tick, w);
@@ -71,6 +136,8 @@ worker_new(struct process_shared *shared, unsigned index, bool reuseport)
 		free(w);
 		return NULL;
 	}
+	/* Last: from here other workers may activate it. */
+	recheck_attach(&shared->suspects, index, &w->recheck_wake);
 	return w;
 }
 
@@ -80,8 +147,13 @@ worker_free(struct worker *w)
 	if (w == NULL)
 		return;
 	event_del(&w->progress);
+	recheck_attach(&w->shared->suspects, w->index, NULL);
+	event_del(&w->recheck_wake);
+	event_del(&w->recheck_tick);
+	recheck_trial_cancel(&w->trial);
 	listener_close_all(&w->listeners);
 	session_close_all(&w->sessions, REASON_SHUTDOWN);
+	session_set_free_rechecks(&w->sessions);
 	pump_pool_release(&w->pipes);
 	if (w->drain_deadline != NULL)
 		event_free(w->drain_deadline);

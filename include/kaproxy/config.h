@@ -39,6 +39,7 @@ struct listener_config {
 	uint32_t accept_proxy_timeout_ms;
 	unsigned reload_live_keep;  /* reload_live_connections: 0 apply, 1 keep */
 	uint32_t log_interval_ms;   /* progress records every this long, 0 = off */
+	bool recheck_on_death;      /* upstream_recheck_on_death */
 	struct leg_policy client;
 	struct leg_policy upstream;
 };

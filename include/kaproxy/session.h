@@ -23,8 +23,10 @@
 struct event_base;
 struct listener_stats;
 struct pump_pool;
+struct recheck_table;
 struct session;
 struct session_cursor;
+struct session_recheck;
 
 /*
  * The sessions of one event loop: the list, its count and the admin walks in
@@ -38,6 +40,15 @@ struct session_set {
 	uint64_t progress_ms;       /* monotonic time of the last progress sweep */
 	void (*on_empty)(void *arg);
 	void *on_empty_arg;
+	/*
+	 * upstream_recheck_on_death: the process's suspect table (NULL: no
+	 * rechecks), and this loop's upstream legs being re-probed, kept here
+	 * rather than in each session.
+	 */
+	struct recheck_table *suspects;
+	struct session_recheck *rechecks;
+	uint32_t n_rechecks;
+	uint32_t cap_rechecks;
 };
 
 /*
@@ -66,6 +77,25 @@ void session_set_init(struct session_set *set, void (*on_empty)(void *), void *a
  */
 int session_start(struct session_origin *origin, int fd, const struct sockaddr *addr,
     socklen_t addrlen, uint64_t id, unsigned upstream_first);
+
+/*
+ * upstream_recheck_on_death.  session_set_recheck_start: re-probe the idle
+ * upstream leg of every running session of set whose upstream is one of the
+ * n addresses suspects (listeners with the key on): a short keepalive and
+ * user timeout, its own policy saved.  Returns how many started.
+ * session_set_recheck_poll: one TCP_INFO read per leg under recheck; a leg
+ * that has received something since its recheck started, with no probe out,
+ * gets its policy back and counts as alive (one whose peer is dead closes as
+ * upstream_timeout through its own event, and counts as dead).  Returns how
+ * many are still under recheck; call it every SESSION_RECHECK_POLL_MS while that is
+ * not 0.  session_set_free_rechecks frees the list (the set's end).  All on
+ * set's loop thread.
+ */
+#define SESSION_RECHECK_POLL_MS 100
+unsigned session_set_recheck_start(struct session_set *set, const struct endpoint *suspects,
+    size_t n);
+unsigned session_set_recheck_poll(struct session_set *set);
+void session_set_free_rechecks(struct session_set *set);
 
 /* Close every session of set with reason (drain deadline, exit). */
 void session_close_all(struct session_set *set, enum close_reason reason);

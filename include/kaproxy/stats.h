@@ -22,6 +22,9 @@
 
 enum refuse_reason { REFUSE_MAX_CONNECTIONS, REFUSE_DRAINING, REFUSE_ERROR, REFUSE_COUNT };
 
+/* How a re-probed upstream leg (upstream_recheck_on_death) turned out. */
+enum recheck_result { STATS_RECHECK_ALIVE, STATS_RECHECK_DEAD, STATS_RECHECK_RESULTS };
+
 /* Upper bounds (seconds) of the histogram buckets; +Inf is implicit. */
 #define STATS_CONNECT_BUCKETS 10
 #define STATS_DETECT_BUCKETS 12
@@ -47,6 +50,7 @@ struct listener_stats {
 	uint64_t refused[REFUSE_COUNT];
 	uint64_t bytes_from_client;
 	uint64_t bytes_to_client;
+	uint64_t rechecks[STATS_RECHECK_RESULTS];
 	struct histogram connect_seconds;
 	struct histogram detect_seconds[2]; /* by enum side */
 };
@@ -76,6 +80,7 @@ struct stats_process {
 	const char *version;
 	uint64_t reloads_ok;
 	uint64_t reloads_failed;
+	const uint32_t *upstreams_suspect;  /* read with __atomic; NULL: not shown */
 };
 
 /*

@@ -17,14 +17,19 @@
 
 #include "kaproxy/generation.h"
 #include "kaproxy/listener.h"
+#include "kaproxy/recheck.h"
 #include "kaproxy/stats.h"
 
 struct session_set;
 struct worker;
 
-/* What all workers share: admission over all listeners, and drain state. */
+/*
+ * What all workers share: admission over all listeners, drain state, and the
+ * suspect upstream addresses (each worker's wake event registered there).
+ */
 struct process_shared {
 	struct admission admission;
+	struct recheck_table suspects;
 	atomic_bool draining;
 	atomic_uint drained;           /* workers done draining */
 	struct event *drained_notify;  /* on the main loop: activated per drained worker */

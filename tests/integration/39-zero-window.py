@@ -45,6 +45,7 @@ def stall(t, leg, kind, cli, srv):
 
 def dead_case(t, leg, kind, cli, srv):
     addr = cli.ok("info")["local"]
+    marked = marks(t)
     sender, receiver, stuck, start = stall(t, leg, kind, cli, srv)
     if kind == "silent":
         t.drop_all("server" if leg == "upstream" else "client")
@@ -71,14 +72,60 @@ def dead_case(t, leg, kind, cli, srv):
     else:
         t.check(dead_tcp["probes"] > 0, "%s: probes were left unanswered (%d)"
                 % (leg, dead_tcp["probes"]))
+    if leg == "upstream":
+        # upstream_recheck_on_death: a silent upstream makes its address
+        # suspect; one that only stopped reading is alive, and does not.
+        if kind == "not_reading":
+            t.check(marks(t) == marked, "upstream/not_reading: its address is not made "
+                    "suspect (%d marks before, %d after)" % (marked, marks(t)))
+        else:
+            lab.wait_until(lambda: marks(t) > marked, 5, "upstream/silent: a mark")
+            lab.log("ok: upstream/silent: its address is suspect")
     # The other peer learns at once: its stuck send ends in a reset.
     r = sender.cmd("send 1000 5", timeout=10)
     t.check(r.status == "ERR" and r["errno"] in ("ECONNRESET", "EPIPE"),
             "%s/%s: the sender's leg was reset (%s)" % (leg, kind, r))
 
 
+UPSTREAM = "%s:7001" % lab.SERVER_IP
+
+
+def marks(t):
+    """How many times kaproxy has made the server's address suspect."""
+    return t.kaproxy.stderr_text(10 ** 7).count("upstream %s: suspect" % UPSTREAM)
+
+
+def break_a_neighbour(t, cli, srv):
+    """upstream_recheck_on_death: another idle connection to the same server
+    loses its path and dies as upstream_timeout, so the address turns suspect
+    and kaproxy re-probes its other connections, the held one among them."""
+    legs = lambda: {s["local"] for s in t.proxy_sockets() if s["remote"] == UPSTREAM}
+    before, marked = legs(), marks(t)
+    nb = t.pair(srv, name="neighbour")
+    srv.ok("use %d" % cli.server_conn)
+    port = lab.wait_until(lambda: list(legs() - before), 5, "the neighbour's upstream leg")
+    port = port[0].rpartition(":")[2]
+    rule = [["INPUT", "--sport", port, "--dport", "7001"],
+            ["OUTPUT", "--sport", "7001", "--dport", port]]
+    for chain, *match in rule:
+        t.run("server", ["iptables", "-w", "5", "-I", chain, "1", "-p", "tcp"] + match
+              + ["-j", "DROP"])
+    rec = t.access_log.of("zw", lab.worst_case_s(POLICY) + 2 * lab.SLACK,
+                          client=nb.ok("info")["local"])
+    t.check_closed(rec, "upstream_timeout", "rst")
+    lab.wait_until(lambda: marks(t) > marked, 5, "the server's address suspect")
+    lab.log("ok: a neighbour died: %s is suspect" % UPSTREAM)
+    for chain, *match in rule:
+        t.run("server", ["iptables", "-w", "5", "-D", chain, "-p", "tcp"] + match
+              + ["-j", "DROP"])
+    nb.ok("close")
+
+
 def held_case(t, leg, cli, srv):
     sender, receiver, stuck, _ = stall(t, leg, "held", cli, srv)
+    if leg == "upstream":
+        # A server that stops reading is alive: the re-probe must leave it be.
+        break_a_neighbour(t, cli, srv)
     sent = sender.ok("info")["sent"]
     hold = 2 * lab.worst_case_s(POLICY)
     lab.log("%s: holding a reader that takes nothing for %d s" % (leg, hold))

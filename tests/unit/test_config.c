@@ -227,6 +227,7 @@ test_builtin_defaults(void **state)
 	assert_int_equal(lc->connect_timeout_ms, 5000);
 	assert_int_equal(lc->idle_timeout_ms, 0);
 	assert_int_equal(lc->teardown, TEARDOWN_RST);
+	assert_true(lc->recheck_on_death);
 	for (size_t i = 0; i < ARRAY_LEN(legs); i++) {
 		assert_true(legs[i]->keepalive);
 		assert_int_equal(legs[i]->idle_s, 60);
@@ -259,6 +260,7 @@ test_every_key_set(void **state)
 	    "connect_timeout = 250ms\n"
 	    "idle_timeout = 2h\n"
 	    "teardown = fin\n"
+	    "upstream_recheck_on_death = off\n"
 	    "client_keepalive = no\n"
 	    "client_keepalive_idle = 1\n"
 	    "client_keepalive_interval = 2000ms\n"
@@ -292,6 +294,7 @@ test_every_key_set(void **state)
 	assert_int_equal(lc->connect_timeout_ms, 250);
 	assert_int_equal(lc->idle_timeout_ms, 7200000);
 	assert_int_equal(lc->teardown, TEARDOWN_FIN);
+	assert_false(lc->recheck_on_death);
 	assert_false(lc->client.keepalive);
 	assert_int_equal(lc->client.idle_s, 1);
 	assert_int_equal(lc->client.interval_s, 2);
@@ -721,7 +724,7 @@ test_print_check(void **state)
 		"workers auto,", "access_log off,", "admin 127.0.0.1:9901,",
 		"shutdown_timeout 30s, reload_on_change off\n",
 		"[listener a] 127.0.0.1:2000 -> 127.0.0.1:1, [::1]:2 (roundrobin)\n",
-		"  teardown rst, log_interval off, reload_live_connections apply, send_proxy off, accept_proxy off, connect_timeout 5s, idle_timeout 1.5s\n",
+		"  teardown rst, log_interval off, reload_live_connections apply, upstream_recheck_on_death on, send_proxy off, accept_proxy off, connect_timeout 5s, idle_timeout 1.5s\n",
 		"  client    keepalive on, idle 1m 15s, interval 15s, count 2, "
 		"user_timeout 1m 45s (auto), nat_timeout 1m 30s\n",
 		"when idle 1m 45s; with data in flight 1m 45s\n",

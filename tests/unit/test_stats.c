@@ -14,10 +14,13 @@
 
 #include "kaproxy/stats.h"
 
+static const uint32_t two_suspect = 2;
+
 static char *
 render(struct stats_list *list)
 {
-	struct stats_process proc = { .version = "9.9.9", .reloads_ok = 2, .reloads_failed = 1 };
+	struct stats_process proc = { .version = "9.9.9", .reloads_ok = 2, .reloads_failed = 1,
+		.upstreams_suspect = &two_suspect };
 	struct evbuffer *out = evbuffer_new();
 	size_t len;
 	char *text;
@@ -99,6 +102,11 @@ test_required_families(void **state)
 		"# TYPE kaproxy_upstream_connect_duration_seconds histogram\n",
 		"# TYPE kaproxy_dead_peer_detection_seconds histogram\n",
 		"# TYPE kaproxy_config_reloads_total counter\n",
+		"# TYPE kaproxy_upstream_rechecks_total counter\n",
+		"# TYPE kaproxy_upstreams_suspect gauge\n",
+		"kaproxy_upstream_rechecks_total{listener=\"x\",result=\"alive\"} 4\n",
+		"kaproxy_upstream_rechecks_total{listener=\"x\",result=\"dead\"} 6\n",
+		"kaproxy_upstreams_suspect 2\n",
 		"kaproxy_config_reloads_total{result=\"success\"} 2\n",
 		"kaproxy_config_reloads_total{result=\"failure\"} 1\n",
 		"kaproxy_build_info{version=\"9.9.9\"} 1\n",
@@ -117,6 +125,8 @@ test_required_families(void **state)
 	st->refused[REFUSE_MAX_CONNECTIONS] = 3;
 	st->bytes_from_client = 100;
 	st->active = 5;
+	st->rechecks[STATS_RECHECK_ALIVE] = 4;
+	st->rechecks[STATS_RECHECK_DEAD] = 6;
 	text = render(&list);
 	for (i = 0; i < sizeof(required) / sizeof(required[0]); i++)
 		if (strstr(text, required[i]) == NULL)
