@@ -128,6 +128,12 @@ upgrade_inherit(void)
 	log_info("binary upgrade: took over %zu listening socket(s)", n_inherited);
 	rc = 0;
 out:
+	if (rc == -1) {
+		/* Start-up fails: the descriptors go with the process, the table now. */
+		free(inherited);
+		inherited = NULL;
+		n_inherited = 0;
+	}
 	unsetenv(ENV_LISTEN_FDS);
 	unsetenv(ENV_READY_FD);
 	return rc;
