@@ -41,6 +41,7 @@
 #include "kaproxy/endpoint.h"
 #include "kaproxy/log.h"
 #include "kaproxy/session.h"
+#include "kaproxy/upgrade.h"
 
 /*
  * libevent's own bounds, looser than adminreq's so that a head it frames is
@@ -964,6 +965,9 @@ admin_socket(const struct endpoint *ep)
 {
 	int fd, one = 1;
 
+	/* Handed over by a binary upgrade: the old process still serves on it until it drains. */
+	if ((fd = upgrade_take(ep)) != -1)
+		return fd;
 	fd = socket(ep->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd == -1) {
 		log_warn("admin: socket");
@@ -1116,6 +1120,12 @@ gather_cancel(struct gather *g)
 			worker_call(part->job.w, close_cursor, part);
 	}
 	gather_free(g);
+}
+
+int
+admin_fd(const struct admin *a)
+{
+	return a == NULL || a->listener == NULL ? -1 : evconnlistener_get_fd(a->listener);
 }
 
 void

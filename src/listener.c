@@ -24,6 +24,7 @@
 #include "kaproxy/listener.h"
 #include "kaproxy/log.h"
 #include "kaproxy/sockopt.h"
+#include "kaproxy/upgrade.h"
 
 #define LISTEN_BACKLOG 4096
 #define ACCEPT_RETRY_MS 1000
@@ -260,9 +261,17 @@ prepare_one(struct listener_set *ls, struct generation *gen, const struct listen
 		}
 		return pl;
 	}
-	fd = listen_socket(lc, ls->reuseport);
-	if (fd == -1)
+	/* A socket handed over by a binary upgrade keeps its queue: adopt it. */
+	fd = upgrade_take(&lc->listen);
+	if (fd != -1) {
+		snprintf(what, sizeof(what), "listener %s", lc->name);
+		if (sockopt_apply_policy(fd, &lc->client, what) == -1) {
+			close(fd);
+			goto err;
+		}
+	} else if ((fd = listen_socket(lc, ls->reuseport)) == -1) {
 		goto err;
+	}
 	pl->evl = evconnlistener_new(ls->base, accept_cb, pl,
 	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_DISABLED, 0, fd);
 	if (pl->evl == NULL) {
@@ -382,6 +391,17 @@ listener_commit(struct listener_set *ls)
 	free(ls->pending);
 	ls->pending = NULL;
 	ls->n_pending = 0;
+}
+
+void
+listener_each_socket(struct listener_set *ls, void (*fn)(int fd, const struct endpoint *ep,
+    void *arg), void *arg)
+{
+	struct proxy_listener *pl;
+
+	LIST_FOREACH(pl, &ls->live, entry)
+		if (pl->evl != NULL)
+			fn(evconnlistener_get_fd(pl->evl), &pl->cfg->listen, arg);
 }
 
 void

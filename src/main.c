@@ -14,8 +14,17 @@
  * and the admin endpoint are open, RELOADING and READY around each reload
  * (done or refused), STOPPING when the drain starts, and a status line with
  * the live connections from a slow timer.
+ *
+ * SIGUSR2 is a binary upgrade (upgrade): the binary at the path this process
+ * was started from (/proc/self/exe read at start-up, so a file replaced since
+ * is the one started) runs with the same arguments and takes over every
+ * listening socket and the admin socket.  Once it says it is ready, the
+ * service manager is told its pid (MAINPID and READY in one datagram) and
+ * this process, which tells the manager nothing more, drains as at SIGTERM.
+ * If it fails, this process keeps serving and the log says why.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
@@ -33,6 +42,7 @@
 #include "kaproxy/confwatch.h"
 #include "kaproxy/log.h"
 #include "kaproxy/notify.h"
+#include "kaproxy/upgrade.h"
 #include "kaproxy/worker.h"
 
 #define DEFAULT_CONFIG "/etc/kaproxy/kaproxy.ini"
@@ -45,7 +55,7 @@ struct daemon {
 	unsigned n_workers;
 	struct process_shared shared;
 	struct generation *current;     /* holds one reference */
-	struct event *signals[4];       /* HUP, TERM, INT, USR1 */
+	struct event *signals[5];       /* HUP, TERM, INT, USR1, USR2 */
 	struct event *reload_ev;        /* made active by SIGHUP */
 	struct event *reopen_ev;        /* made active by SIGUSR1 */
 	struct confwatch *watch;        /* reload_on_change; NULL when off */
@@ -55,6 +65,11 @@ struct daemon {
 	struct notify *notify;          /* NULL: no service manager to tell */
 	struct event *status_ev;        /* every STATUS_INTERVAL_S, with a notify */
 	bool reload_refused;            /* the last reload kept the old configuration */
+	char exe[PATH_MAX];             /* what SIGUSR2 starts; "" if unknown */
+	char **argv;                    /* ... and with which arguments */
+	struct upgrade *upgrade;        /* created at the first SIGUSR2 */
+	bool upgrade_failed;            /* hand-over incomplete: no upgrade this time */
+	bool upgrade_refused;           /* the last binary upgrade failed */
 };
 
 static void
@@ -68,7 +83,8 @@ usage(FILE *out)
 	    "           worst-case dead-peer detection time, and exit (0 valid, 1 invalid)\n"
 	    "  -V       print the version and exit\n"
 	    "  -h       print this help and exit\n"
-	    "signals: HUP reload, TERM/INT drain and exit, USR1 reopen the access log\n");
+	    "signals: HUP reload, TERM/INT drain and exit, USR1 reopen the access log,\n"
+	    "         USR2 binary upgrade (start the binary again, hand it the sockets, drain)\n");
 }
 
 /* The service manager's one-line status: live connections from admission. */
@@ -81,9 +97,10 @@ status_text(const struct daemon *d, char *buf, size_t size)
 	if (atomic_load(&d->shared.draining))
 		snprintf(buf, size, "draining, %u connection%s left", active, active == 1 ? "" : "s");
 	else
-		snprintf(buf, size, "%u connection%s, %zu listener%s%s", active,
+		snprintf(buf, size, "%u connection%s, %zu listener%s%s%s", active,
 		    active == 1 ? "" : "s", listeners, listeners == 1 ? "" : "s",
-		    d->reload_refused ? "; the last reload failed, see the log" : "");
+		    d->reload_refused ? "; the last reload failed, see the log" : "",
+		    d->upgrade_refused ? "; the last binary upgrade failed, see the log" : "");
 }
 
 static void
@@ -149,6 +166,13 @@ drain_start(struct daemon *d)
 		log_info("draining: stop accepting, closing what is left in %u ms", timeout_ms);
 		status_text(d, status, sizeof(status));
 		notify_stopping(d->notify, status);
+		/* Stopping the service: a new process on its way must not outlive it. */
+		if (upgrade_in_progress(d->upgrade)) {
+			log_warnx("binary upgrade abandoned (draining): telling process %ld to stop",
+			    (long)upgrade_child(d->upgrade));
+			if (kill(upgrade_child(d->upgrade), SIGTERM) == -1)
+				log_warn("binary upgrade: kill %ld", (long)upgrade_child(d->upgrade));
+		}
 	} else
 		log_info("draining again: closing every connection now");
 	for (i = 0; i < d->n_workers; i++)
@@ -288,6 +312,98 @@ reopen_cb(evutil_socket_t fd, short what, void *arg)
 	accesslog_reopen();
 }
 
+/* The new process is ready: it is the main process now, and this one drains. */
+static void
+upgrade_ready_cb(pid_t pid, void *arg)
+{
+	struct daemon *d = arg;
+	char status[NOTIFY_STATUS_MAX];
+
+	/*
+	 * SIGTERM came while the new process started: the service is to stop,
+	 * so it must not take over.  It drains what it may have accepted.
+	 */
+	if (atomic_load(&d->shared.draining)) {
+		log_warnx("binary upgrade: draining already: telling process %ld to stop", (long)pid);
+		if (kill(pid, SIGTERM) == -1)
+			log_warn("binary upgrade: kill %ld", (long)pid);
+		return;
+	}
+	log_info("binary upgrade: process %ld took over; draining", (long)pid);
+	snprintf(status, sizeof(status), "upgraded: process %ld serves", (long)pid);
+	notify_mainpid(d->notify, pid, status);
+	/* Not the main process any more: the manager hears only the new one. */
+	notify_free(d->notify);
+	d->notify = NULL;
+	drain_start(d);
+}
+
+/* Said in the status line until the next attempt (the log has the why). */
+static void
+upgrade_failed_cb(void *arg)
+{
+	struct daemon *d = arg;
+
+	d->upgrade_refused = true;
+}
+
+static void
+hand_socket(int fd, const struct endpoint *ep, void *arg)
+{
+	struct daemon *d = arg;
+
+	if (upgrade_add_socket(d->upgrade, fd, ep->text) == -1)
+		d->upgrade_failed = true;
+}
+
+/*
+ * SIGUSR2: start the new process with every listening socket (each worker's,
+ * so no accept queue is lost) and the admin socket.  Ignored, with a log
+ * line, while one is in progress or while draining.
+ */
+static void
+binary_upgrade(struct daemon *d)
+{
+	unsigned i;
+
+	if (atomic_load(&d->shared.draining)) {
+		log_warnx("SIGUSR2 ignored: draining%s", upgrade_child(d->upgrade) != 0 ?
+		    " (already upgraded)" : "");
+		return;
+	}
+	if (upgrade_in_progress(d->upgrade)) {
+		log_warnx("SIGUSR2 ignored: a binary upgrade (process %ld) is in progress",
+		    (long)upgrade_child(d->upgrade));
+		return;
+	}
+	if (d->exe[0] == '\0') {
+		log_errorx("binary upgrade failed: the path of this binary is unknown");
+		return;
+	}
+	if (d->upgrade == NULL) {
+		d->upgrade = upgrade_new(worker_base(d->workers[0]), upgrade_ready_cb,
+		    upgrade_failed_cb, d);
+		if (d->upgrade == NULL)
+			return;
+	}
+	log_info("binary upgrade: starting %s", d->exe);
+	d->upgrade_failed = false;
+	d->upgrade_refused = false;
+	for (i = 0; i < d->n_workers; i++)
+		worker_each_socket(d->workers[i], hand_socket, d);
+	if (d->admin != NULL && admin_fd(d->admin) != -1 && upgrade_add_socket(d->upgrade,
+	    admin_fd(d->admin), d->current->cfg->admin_listen.text) == -1)
+		d->upgrade_failed = true;
+	if (d->upgrade_failed) {
+		log_errorx("binary upgrade failed: cannot list the sockets; this process keeps serving");
+		upgrade_forget(d->upgrade);
+		d->upgrade_refused = true;
+		return;
+	}
+	if (upgrade_spawn(d->upgrade, d->exe, d->argv) == -1)
+		d->upgrade_refused = true;
+}
+
 static void
 signal_cb(evutil_socket_t sig, short what, void *arg)
 {
@@ -305,6 +421,9 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 		break;
 	case SIGUSR1:
 		event_active(d->reopen_ev, EV_TIMEOUT, 0);
+		break;
+	case SIGUSR2:
+		binary_upgrade(d);
 		break;
 	}
 }
@@ -325,7 +444,7 @@ static int
 events_start(struct daemon *d)
 {
 	struct event_base *base = worker_base(d->workers[0]);
-	const int signals[] = { SIGHUP, SIGTERM, SIGINT, SIGUSR1 };
+	const int signals[] = { SIGHUP, SIGTERM, SIGINT, SIGUSR1, SIGUSR2 };
 	size_t i;
 
 	d->shared.drained_notify = event_new(base, -1, 0, drained_cb, d);
@@ -416,7 +535,14 @@ workers_run(struct daemon *d)
 		    d->n_workers, d->n_workers == 1 ? "" : "s");
 		/* Every listener and the admin endpoint are open: connections queue from now on. */
 		status_text(d, status, sizeof(status));
-		notify_ready(d->notify, status);
+		/*
+		 * Started by an upgrade: the old process tells the manager our pid
+		 * and READY together, since it is the one the manager listens to.
+		 */
+		if (upgrade_inherited())
+			upgrade_ready();
+		else
+			notify_ready(d->notify, status);
 		rc = worker_run(d->workers[0]);
 	}
 	/* The admin thread goes first: it may have parts out on the workers. */
@@ -451,18 +577,38 @@ run(struct daemon *d, struct config *cfg)
 		if (d->admin == NULL)
 			goto out;
 	}
+	/* Every listener is open: a socket handed over and not taken has no use. */
+	upgrade_close_unused();
 	if (workers_run(d) == 0)
 		rc = 0;
 	log_info("exiting");
 out:
 	admin_free(d->admin);
 	confwatch_free(d->watch);
+	upgrade_free(d->upgrade);
 	events_stop(d);
 	workers_free(d);
 	generation_unref(d->current);
 	accesslog_close();
 	notify_free(d->notify);
 	return rc;
+}
+
+/*
+ * The path SIGUSR2 starts, read now: once the file is replaced (a package
+ * upgrade renames a new one over it), /proc/self/exe names a deleted file.
+ */
+static void
+exe_path(char *buf, size_t size)
+{
+	ssize_t n = readlink("/proc/self/exe", buf, size - 1);
+
+	if (n == -1) {
+		log_warn("readlink /proc/self/exe: SIGUSR2 cannot upgrade");
+		buf[0] = '\0';
+		return;
+	}
+	buf[n] = '\0';
 }
 
 int
@@ -511,6 +657,12 @@ main(int argc, char **argv)
 		config_free(cfg);
 		return 0;
 	}
+	if (upgrade_inherit() == -1) {
+		config_free(cfg);
+		return 1;
+	}
+	d.argv = argv;
+	exe_path(d.exe, sizeof(d.exe));
 	log_set_level(cfg->log_level);
 	signal(SIGPIPE, SIG_IGN);   /* a write to a reset peer is an errno, not a death */
 	raise_fd_limit();

@@ -206,10 +206,10 @@ notify_status(struct notify *n, const char *status)
 }
 
 int
-notify_mainpid(struct notify *n, pid_t pid)
+notify_mainpid(struct notify *n, pid_t pid, const char *status)
 {
-	char head[32];
+	char head[48];
 
-	snprintf(head, sizeof(head), "MAINPID=%ld\n", (long)pid);
-	return notify_message(n, head, NULL);
+	snprintf(head, sizeof(head), "MAINPID=%ld\nREADY=1\n", (long)pid);
+	return notify_message(n, head, status);
 }

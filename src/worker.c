@@ -469,3 +469,25 @@ worker_apply_all(struct worker *const *workers, unsigned n, struct generation *g
 		worker_call(workers[i], commit_on, NULL);
 	return 0;
 }
+
+struct each_socket {
+	void (*fn)(int, const struct endpoint *, void *);
+	void *arg;
+};
+
+static void
+each_socket_on(struct worker *w, void *arg)
+{
+	struct each_socket *each = arg;
+
+	listener_each_socket(&w->listeners, each->fn, each->arg);
+}
+
+void
+worker_each_socket(struct worker *w, void (*fn)(int fd, const struct endpoint *ep, void *arg),
+    void *arg)
+{
+	struct each_socket each = { .fn = fn, .arg = arg };
+
+	worker_call(w, each_socket_on, &each);
+}

@@ -31,4 +31,7 @@ struct admin *admin_start(struct worker *const *workers, unsigned n, const struc
  */
 void admin_free(struct admin *admin);
 
+/* The admin's listening socket (for a binary upgrade to hand over), or -1. */
+int admin_fd(const struct admin *admin);
+
 #endif

@@ -67,6 +67,10 @@ int listener_prepare(struct listener_set *ls, struct generation *gen);
 void listener_commit(struct listener_set *ls);
 void listener_abort(struct listener_set *ls);
 
+/* fn(fd, address) for each live listening socket of ls; on the set's loop thread. */
+void listener_each_socket(struct listener_set *ls, void (*fn)(int fd, const struct endpoint *ep,
+    void *arg), void *arg);
+
 /* Stop accepting for good (drain, exit): close every listening socket. */
 void listener_close_all(struct listener_set *ls);
 

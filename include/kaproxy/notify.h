@@ -47,7 +47,13 @@ int notify_stopping(struct notify *n, const char *status);
 /* STATUS=status, unless it is the status n sent last (then 0, nothing sent). */
 int notify_status(struct notify *n, const char *status);
 
-/* MAINPID=pid: the process the service manager is to watch from now on. */
-int notify_mainpid(struct notify *n, pid_t pid);
+/*
+ * MAINPID=pid and READY=1 (with STATUS=status unless NULL), in one datagram:
+ * pid is the process the service manager is to watch from now on, and it is
+ * ready.  One datagram, because a manager that hears only the main process
+ * (NotifyAccess=main) would take nothing more from this one once MAINPID is
+ * changed.
+ */
+int notify_mainpid(struct notify *n, pid_t pid, const char *status);
 
 #endif

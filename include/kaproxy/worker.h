@@ -110,6 +110,13 @@ void worker_job_cancel(struct worker_job *job);
 /* As worker_call without waiting (fn runs later, arg must outlive it). */
 int worker_post(struct worker *w, void (*fn)(struct worker *, void *), void *arg);
 
+/*
+ * fn(fd, address, arg) for each of w's live listening sockets, run on w's
+ * thread (worker_call): control plane only.
+ */
+void worker_each_socket(struct worker *w, void (*fn)(int fd, const struct endpoint *ep,
+    void *arg), void *arg);
+
 /* True when called from w's loop thread. */
 bool worker_is_current(const struct worker *w);
 

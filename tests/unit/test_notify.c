@@ -171,8 +171,10 @@ check_every_message(struct manager *m)
 	manager_expect(m, "STOPPING=1\nSTATUS=draining\n");
 	assert_int_equal(notify_stopping(n, NULL), 0);
 	manager_expect(m, "STOPPING=1\n");
-	assert_int_equal(notify_mainpid(n, 4242), 0);
-	manager_expect(m, "MAINPID=4242\n");
+	assert_int_equal(notify_mainpid(n, 4242, NULL), 0);
+	manager_expect(m, "MAINPID=4242\nREADY=1\n");
+	assert_int_equal(notify_mainpid(n, 4243, "handed over"), 0);
+	manager_expect(m, "MAINPID=4243\nREADY=1\nSTATUS=handed over\n");
 	manager_expect_nothing(m);
 	notify_free(n);
 }
@@ -200,7 +202,7 @@ test_unset(void **state)
 	assert_int_equal(notify_reloading(NULL), 0);
 	assert_int_equal(notify_stopping(NULL, "x"), 0);
 	assert_int_equal(notify_status(NULL, "x"), 0);
-	assert_int_equal(notify_mainpid(NULL, 1), 0);
+	assert_int_equal(notify_mainpid(NULL, 1, "x"), 0);
 	notify_free(NULL);
 }
 
