@@ -155,6 +155,24 @@ struct admin {
 	uint64_t conns_refused, deadline_closed, requests_refused[N_REFUSED_CODES];
 };
 
+/*
+ * evhttp_send_reply, but a HEAD is answered with the headers alone: libevent
+ * writes whatever body it is given, which a kept-alive client would read as
+ * the start of its next reply.  Content-Length stays the GET's.
+ */
+static void
+send_reply(struct evhttp_request *req, int code, const char *reason, struct evbuffer *body)
+{
+	char length[32];
+
+	if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+		snprintf(length, sizeof(length), "%zu", evbuffer_get_length(body));
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Length", length);
+		evbuffer_drain(body, evbuffer_get_length(body));
+	}
+	evhttp_send_reply(req, code, reason, body);
+}
+
 static void
 reply_text(struct evhttp_request *req, int code, const char *reason, const char *body)
 {
@@ -168,7 +186,7 @@ reply_text(struct evhttp_request *req, int code, const char *reason, const char 
 	}
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
 	    "text/plain; charset=utf-8");
-	evhttp_send_reply(req, code, reason, out);
+	send_reply(req, code, reason, out);
 	evbuffer_free(out);
 }
 
@@ -370,7 +388,7 @@ reply_metrics(struct gather *g)
 	}
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
 	    "text/plain; version=0.0.4; charset=utf-8");
-	evhttp_send_reply(req, HTTP_OK, "OK", out);
+	send_reply(req, HTTP_OK, "OK", out);
 	evbuffer_free(out);
 }
 
@@ -427,7 +445,7 @@ reply_connections(struct gather *g)
 	snprintf(count, sizeof(count), "%lu", total);
 	evhttp_add_header(headers, "X-Kaproxy-Connections", count);
 	evhttp_add_header(headers, "Content-Type", "application/json");
-	evhttp_send_reply(req, HTTP_OK, "OK", out);
+	send_reply(req, HTTP_OK, "OK", out);
 	evbuffer_free(out);
 }
 

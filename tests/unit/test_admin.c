@@ -215,6 +215,7 @@ strict_reading_routes_and_refuses(void **state)
 {
 	struct fixture *f = *state;
 	char resp[16384];
+	const char *second;
 
 	start_admin(f);
 	/* libevent would serve these three with 200 or 501. */
@@ -237,6 +238,16 @@ strict_reading_routes_and_refuses(void **state)
 	assert_non_null(strstr(strstr(resp, " 200 OK\r\n"), " 404 Not Found\r\n"));
 	/* The refusal closed the connection: the third request was not served. */
 	assert_null(strstr(strstr(resp, " 404 Not Found\r\n"), " 200 OK\r\n"));
+	/* HEAD: the GET's headers, no body, so a kept-alive client reads the next reply right. */
+	http_raw(f, "HEAD /healthz HTTP/1.1\r\nHost: {HOST}\r\n\r\n"
+	    "GET /healthz HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n",
+	    resp, sizeof(resp));
+	second = strstr(resp + 1, "HTTP/1.1 200 OK\r\n");
+	assert_non_null(second);
+	assert_memory_equal(second - 4, "\r\n\r\n", 4);
+	assert_true(strstr(resp, "Content-Length: 3\r\n") < second);
+	assert_non_null(strstr(second, "\r\n\r\nok\n"));
+	assert_true(strstr(resp, "ok\n") > second);   /* the HEAD reply had no body */
 }
 
 static void
