@@ -976,8 +976,12 @@ admin_request(struct evhttp_request *req, void *arg)
 		status = 400;
 		r.why = "lines must end with CRLF";
 	}
-	if (port->status && r.route != ADMINREQ_NONE && !status_serves(r.route)) {
-		/* Whatever else is wrong with it (405, 400): no hint that the path exists. */
+	if (port->status && (status == 404 ||
+	    (r.route != ADMINREQ_NONE && !status_serves(r.route)))) {
+		/*
+		 * Whatever else is wrong with it (405, 400): no hint that the path
+		 * exists, nor a list of the admin's paths in adminreq's 404 text.
+		 */
 		status = 404;
 		r.why = "not found (status_listen serves /healthz and /metrics only)";
 	}

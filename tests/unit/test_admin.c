@@ -402,6 +402,8 @@ status_serves_probes_and_scrapes_only(void **state)
 			fail_msg("%s answered: %.60s", refused[i], resp);
 		assert_non_null(strstr(resp, "Connection: close\r\n"));
 		assert_null(strstr(resp, "Allow:"));
+		/* Nor does the text name the admin's paths. */
+		assert_null(strstr(strstr(resp, "\r\n\r\n"), "/connections"));
 	}
 	/* Malformed is still 400: the strict reading is the same. */
 	http_raw_to(st, "GET /healthz HTTP/1.7\r\n\r\n", resp, sizeof(resp));
