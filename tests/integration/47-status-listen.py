@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""status_listen serves probes and scrapers on a network address while the admin endpoint stays on loopback: from the client namespace, /healthz is 200 (503 while draining) and /metrics is 200 and passes promtool, under any Host; /connections, the close route and / are refused with 404 and counted, and the connection named in the close request lives on; the admin on loopback still serves everything and is not reachable from the client.
+"""status_listen serves probes and scrapers on a network address while the admin endpoint stays on loopback: from the client namespace, /healthz is 200 (503 while draining) and /metrics is 200 and passes promtool, under any Host; /connections, the close route and / are refused with 404 and counted, and the connection named in the close request lives on; the admin on loopback still serves everything and is not reachable from the client; a reload that moves it warns and changes nothing until the next start.
 """
 import shutil
 import subprocess
@@ -11,9 +11,10 @@ STATUS_LISTEN = "%s:9902" % lab.PROXY_CLIENT_IP
 
 def main(t):
     srv = t.server()
-    px = t.start_kaproxy({"t": lab.listener(client=(30, 5, 3), upstream_policy=(30, 5, 3))},
-                         {"admin_listen": lab.ADMIN_LISTEN, "status_listen": STATUS_LISTEN,
-                          "shutdown_timeout": "3s"})
+    listeners = {"t": lab.listener(client=(30, 5, 3), upstream_policy=(30, 5, 3))}
+    keys = {"admin_listen": lab.ADMIN_LISTEN, "status_listen": STATUS_LISTEN,
+            "shutdown_timeout": "3s"}
+    px = t.start_kaproxy(listeners, keys)
     status = lab.Admin(t, STATUS_LISTEN, role="client")
     admin = lab.Admin(t)
 
@@ -76,6 +77,15 @@ def main(t):
     t.check(code == 200 and '"closed":true' in body,
             "the admin on loopback closes the connection (%s %r)" % (code, body))
     t.check_closed(t.access_log.of("t"), "admin", "rst")
+
+    # A reload cannot move it: it says so, and the address serves on.
+    px.reload(t.kaproxy_ini(listeners, dict(keys, status_listen="%s:9903" % lab.PROXY_CLIENT_IP)))
+    px.wait_log("reloaded")
+    px.wait_log("reload: status_listen changes take effect at the next start")
+    t.check(status.request("/healthz")[0] == 200, "after the reload it still serves on %s"
+            % STATUS_LISTEN)
+    moved = lab.Admin(t, "%s:9903" % lab.PROXY_CLIENT_IP, role="client")
+    t.check(moved.request("/healthz")[0] == 0, "and nothing listens on the new address yet")
 
     cli2 = t.pair(srv, name="client2")
     px.drain()
