@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""status_listen serves probes and scrapers on a network address while the admin endpoint stays on loopback: from the client namespace, /healthz is 200 (503 while draining) and /metrics is 200 and passes promtool, under any Host; /connections, the close route and / are refused with 404 and counted, and the connection named in the close request lives on; the admin on loopback still serves everything and is not reachable from the client; a reload that moves it warns and changes nothing until the next start.
+"""status_listen serves probes and scrapers on a network address while the admin endpoint stays on loopback: from the client namespace, /healthz is 200 (503 while draining) and /metrics is 200 and passes promtool, under any Host; /connections, the close route, / and /closed (the live page's) are refused with 404 and counted, and the connection named in the close request lives on; the admin on loopback still serves everything and is not reachable from the client; a reload that moves it warns and changes nothing until the next start.
 """
 import shutil
 import subprocess
@@ -52,7 +52,7 @@ def main(t):
             (r.stdout + r.stderr).decode().strip())
 
     refused = [("/connections", "GET"), ("/connections?limit=5", "GET"),
-               ("/connections/%d/close" % cid, "POST"), ("/", "GET"), ("/nope", "GET")]
+               ("/connections/%d/close" % cid, "POST"), ("/", "GET"), ("/closed", "GET"), ("/nope", "GET")]
     for path, method in refused:
         code, body = status.request(path, method)
         t.check(code == 404 and "connections" not in body,

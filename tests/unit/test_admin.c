@@ -368,6 +368,7 @@ status_serves_probes_and_scrapes_only(void **state)
 		"GET /connections/7/close HTTP/1.1\r\nHost: {HOST}\r\n\r\n",
 		"BREW /connections HTTP/1.1\r\nHost: {HOST}\r\n\r\n",
 		"GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n",
+		"GET /closed HTTP/1.1\r\nHost: {HOST}\r\n\r\n",
 		"GET /nope HTTP/1.1\r\nHost: {HOST}\r\n\r\n",
 	};
 	struct fixture *f = *state;
