@@ -19,6 +19,11 @@
  * The raw bytes of each head are copied as they arrive and read by
  * adminreq_parse, which decides the route and refuses with a 4xx whatever is
  * not plainly one of them; libevent's lenient parse only frames the request.
+ *
+ * The same machinery serves a second, read-only address when status_listen
+ * is set (an admin_port each, with its own cap and slots, so that a flood on
+ * the network-facing one cannot lock the operator out of the loopback one):
+ * it answers /healthz and /metrics only, and 404 to every other path.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -123,7 +128,7 @@ struct gather {
  */
 struct admin_conn {
 	LIST_ENTRY(admin_conn) entry;  /* open, or free */
-	struct admin *admin;
+	struct admin_port *port;
 	struct bufferevent *bev;       /* made here for evhttp; one reference is ours */
 	struct evhttp_connection *evcon; /* once attached */
 	struct evbuffer_cb_entry *copy_cb;
@@ -135,17 +140,12 @@ struct admin_conn {
 	char head[ADMINREQ_MAX_HEAD];  /* what the client sent, from its current request on */
 };
 
-struct admin {
-	struct event_base *base;
-	struct evhttp *http;
-	pthread_t thread;
-	bool running;
-	struct worker *const *workers;
-	unsigned n_workers;
-	const struct stats_process *proc;
-	const atomic_bool *draining;
-	LIST_HEAD(, gather) pending;
-
+/* One listening address: admin_listen, or status_listen (/healthz and /metrics only). */
+struct admin_port {
+	struct admin *admin;
+	bool status;                   /* status_listen: no other route, no Host check */
+	const char *name;              /* "admin" or "status", for logs and metric names */
+	struct evhttp *http;           /* NULL: this address is off */
 	struct evconnlistener *listener; /* evhttp's accept, off while at the cap */
 	struct event refuse_ev;        /* the accept that answers 503, on while at the cap */
 	struct event refuse_pause;     /* EMFILE: the refusing accept rests a second */
@@ -155,6 +155,38 @@ struct admin {
 	/* Read and written on the admin thread only. */
 	uint64_t conns_refused, deadline_closed, requests_refused[N_REFUSED_CODES];
 };
+
+enum { PORT_ADMIN, PORT_STATUS, N_PORTS };
+
+struct admin {
+	struct event_base *base;
+	pthread_t thread;
+	bool running;
+	struct worker *const *workers;
+	unsigned n_workers;
+	const struct stats_process *proc;
+	const atomic_bool *draining;
+	LIST_HEAD(, gather) pending;
+	struct admin_port ports[N_PORTS];
+};
+
+/*
+ * evhttp_send_reply, but a HEAD is answered with the headers alone: libevent
+ * writes whatever body it is given, which a kept-alive client would read as
+ * the start of its next reply.  Content-Length stays the GET's.
+ */
+static void
+send_reply(struct evhttp_request *req, int code, const char *reason, struct evbuffer *body)
+{
+	char length[32];
+
+	if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+		snprintf(length, sizeof(length), "%zu", evbuffer_get_length(body));
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Length", length);
+		evbuffer_drain(body, evbuffer_get_length(body));
+	}
+	evhttp_send_reply(req, code, reason, body);
+}
 
 static void
 reply_text(struct evhttp_request *req, int code, const char *reason, const char *body)
@@ -169,7 +201,7 @@ reply_text(struct evhttp_request *req, int code, const char *reason, const char 
 	}
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
 	    "text/plain; charset=utf-8");
-	evhttp_send_reply(req, code, reason, out);
+	send_reply(req, code, reason, out);
 	evbuffer_free(out);
 }
 
@@ -300,33 +332,55 @@ missing_text(const struct gather *g, char *buf, size_t size)
 	}
 }
 
-/* The endpoint's own figures (admin thread: read where they are written). */
+/*
+ * One address's own figures, as kaproxy_admin_* or kaproxy_status_* (admin
+ * thread: read where they are written).  Nothing for an address that is off.
+ */
+static int
+render_port_metrics(const struct admin_port *port, struct evbuffer *out)
+{
+	const char *n = port->name;
+	size_t i;
+
+	if (port->http == NULL)
+		return 0;
+	if (evbuffer_add_printf(out,
+	    "# HELP kaproxy_%s_connections Connections open now on %s_listen.\n"
+	    "# TYPE kaproxy_%s_connections gauge\n"
+	    "kaproxy_%s_connections %u\n"
+	    "# HELP kaproxy_%s_connections_refused_total Connections to %s_listen answered 503 "
+	    "and closed at their accept because admin_max_connections were open.\n"
+	    "# TYPE kaproxy_%s_connections_refused_total counter\n"
+	    "kaproxy_%s_connections_refused_total %llu\n"
+	    "# HELP kaproxy_%s_deadline_closed_total Connections to %s_listen closed because a "
+	    "whole request did not arrive, or its reply was not taken, in time.\n"
+	    "# TYPE kaproxy_%s_deadline_closed_total counter\n"
+	    "kaproxy_%s_deadline_closed_total %llu\n"
+	    "# HELP kaproxy_%s_requests_refused_total Requests to %s_listen refused by the "
+	    "strict reading of the request%s, by status.\n"
+	    "# TYPE kaproxy_%s_requests_refused_total counter\n",
+	    n, n, n, n, port->n_open, n, n, n, n, (unsigned long long)port->conns_refused,
+	    n, n, n, n, (unsigned long long)port->deadline_closed,
+	    n, n, port->status ? " or for a path served only on admin_listen" : "", n) == -1)
+		return -1;
+	for (i = 0; i < N_REFUSED_CODES; i++) {
+		/* The status address checks no Host or Origin: it never answers 403. */
+		if (port->status && refused_codes[i] == 403)
+			continue;
+		if (evbuffer_add_printf(out, "kaproxy_%s_requests_refused_total{code=\"%d\"} %llu\n",
+		    n, refused_codes[i], (unsigned long long)port->requests_refused[i]) == -1)
+			return -1;
+	}
+	return 0;
+}
+
 static int
 render_admin_metrics(const struct admin *a, struct evbuffer *out)
 {
-	size_t i;
+	unsigned i;
 
-	if (evbuffer_add_printf(out,
-	    "# HELP kaproxy_admin_connections Admin endpoint connections open now.\n"
-	    "# TYPE kaproxy_admin_connections gauge\n"
-	    "kaproxy_admin_connections %u\n"
-	    "# HELP kaproxy_admin_connections_refused_total Admin connections answered 503 and "
-	    "closed at their accept because admin_max_connections were open.\n"
-	    "# TYPE kaproxy_admin_connections_refused_total counter\n"
-	    "kaproxy_admin_connections_refused_total %llu\n"
-	    "# HELP kaproxy_admin_deadline_closed_total Admin connections closed because a whole "
-	    "request did not arrive, or its reply was not taken, in time.\n"
-	    "# TYPE kaproxy_admin_deadline_closed_total counter\n"
-	    "kaproxy_admin_deadline_closed_total %llu\n"
-	    "# HELP kaproxy_admin_requests_refused_total Admin requests refused by the strict "
-	    "reading of the request, by status.\n"
-	    "# TYPE kaproxy_admin_requests_refused_total counter\n",
-	    a->n_open, (unsigned long long)a->conns_refused,
-	    (unsigned long long)a->deadline_closed) == -1)
-		return -1;
-	for (i = 0; i < N_REFUSED_CODES; i++)
-		if (evbuffer_add_printf(out, "kaproxy_admin_requests_refused_total{code=\"%d\"} %llu\n",
-		    refused_codes[i], (unsigned long long)a->requests_refused[i]) == -1)
+	for (i = 0; i < N_PORTS; i++)
+		if (render_port_metrics(&a->ports[i], out) == -1)
 			return -1;
 	return 0;
 }
@@ -371,7 +425,7 @@ reply_metrics(struct gather *g)
 	}
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
 	    "text/plain; version=0.0.4; charset=utf-8");
-	evhttp_send_reply(req, HTTP_OK, "OK", out);
+	send_reply(req, HTTP_OK, "OK", out);
 	evbuffer_free(out);
 }
 
@@ -428,7 +482,7 @@ reply_connections(struct gather *g)
 	snprintf(count, sizeof(count), "%lu", total);
 	evhttp_add_header(headers, "X-Kaproxy-Connections", count);
 	evhttp_add_header(headers, "Content-Type", "application/json");
-	evhttp_send_reply(req, HTTP_OK, "OK", out);
+	send_reply(req, HTTP_OK, "OK", out);
 	evbuffer_free(out);
 }
 
@@ -600,19 +654,19 @@ conn_arm(struct admin_conn *c, unsigned ms)
 }
 
 static void
-refuse_start(struct admin *a)
+refuse_start(struct admin_port *port)
 {
-	evconnlistener_disable(a->listener);
-	event_add(&a->refuse_ev, NULL);
+	evconnlistener_disable(port->listener);
+	event_add(&port->refuse_ev, NULL);
 }
 
 static void
-refuse_stop(struct admin *a)
+refuse_stop(struct admin_port *port)
 {
-	event_del(&a->refuse_ev);
-	event_del(&a->refuse_pause);
-	if (a->listener != NULL)    /* NULL once evhttp_free has freed it */
-		evconnlistener_enable(a->listener);
+	event_del(&port->refuse_ev);
+	event_del(&port->refuse_pause);
+	if (port->listener != NULL)    /* NULL once evhttp_free has freed it */
+		evconnlistener_enable(port->listener);
 }
 
 /*
@@ -622,7 +676,7 @@ refuse_stop(struct admin *a)
 static void
 conn_release(struct admin_conn *c)
 {
-	struct admin *a = c->admin;
+	struct admin_port *port = c->port;
 
 	event_del(&c->attach_ev);
 	event_del(&c->deadline);
@@ -631,9 +685,9 @@ conn_release(struct admin_conn *c)
 	c->bev = NULL;
 	c->evcon = NULL;
 	LIST_REMOVE(c, entry);
-	LIST_INSERT_HEAD(&a->free, c, entry);
-	if (a->n_open-- == a->max_conns)
-		refuse_stop(a);
+	LIST_INSERT_HEAD(&port->free, c, entry);
+	if (port->n_open-- == port->max_conns)
+		refuse_stop(port);
 }
 
 /* evhttp is freeing the connection (closecb): every way it ends comes here. */
@@ -681,8 +735,8 @@ conn_deadline(evutil_socket_t fd, short what, void *arg)
 		conn_arm(c, 100);
 		return;
 	}
-	c->admin->deadline_closed++;
-	log_debug("admin: closing a connection that %s in time",
+	c->port->deadline_closed++;
+	log_debug("%s: closing a connection that %s in time", c->port->name,
 	    c->serving != NULL ? "did not take its reply" : "sent no whole request");
 	evhttp_connection_free(c->evcon);   /* conn_closed follows */
 }
@@ -726,8 +780,8 @@ conn_copy(struct evbuffer *input, const struct evbuffer_cb_info *info, void *arg
 static struct bufferevent *
 conn_new(struct event_base *base, void *arg)
 {
-	struct admin *a = arg;
-	struct admin_conn *c = LIST_FIRST(&a->free);
+	struct admin_port *port = arg;
+	struct admin_conn *c = LIST_FIRST(&port->free);
 	struct bufferevent *bev;
 
 	if (c == NULL) {
@@ -752,22 +806,22 @@ conn_new(struct event_base *base, void *arg)
 	c->dropped = false;
 	c->head_len = 0;
 	LIST_REMOVE(c, entry);
-	LIST_INSERT_HEAD(&a->open, c, entry);
+	LIST_INSERT_HEAD(&port->open, c, entry);
 	event_active(&c->attach_ev, EV_TIMEOUT, 1);
-	if (++a->n_open == a->max_conns)
-		refuse_start(a);
+	if (++port->n_open == port->max_conns)
+		refuse_start(port);
 	return bev;
 }
 
 static void
 refuse_resume(evutil_socket_t fd, short what, void *arg)
 {
-	struct admin *a = arg;
+	struct admin_port *port = arg;
 
 	(void)fd;
 	(void)what;
-	if (a->n_open >= a->max_conns)
-		event_add(&a->refuse_ev, NULL);
+	if (port->n_open >= port->max_conns)
+		event_add(&port->refuse_ev, NULL);
 }
 
 /* At the cap: accept, answer 503, close; nothing is kept. */
@@ -775,7 +829,7 @@ static void
 refuse_accept(evutil_socket_t fd, short what, void *arg)
 {
 	static const struct timeval pause = { 1, 0 };
-	struct admin *a = arg;
+	struct admin_port *port = arg;
 	char discard[1024];
 	int s, i;
 
@@ -784,16 +838,16 @@ refuse_accept(evutil_socket_t fd, short what, void *arg)
 		s = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (s == -1) {
 			if (errno == EMFILE || errno == ENFILE) {
-				log_warn("admin: accept");
-				event_del(&a->refuse_ev);
-				evtimer_add(&a->refuse_pause, &pause);
+				log_warn("%s: accept", port->name);
+				event_del(&port->refuse_ev);
+				evtimer_add(&port->refuse_pause, &pause);
 			} else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
 			    errno != ECONNABORTED) {
-				log_warn("admin: accept");
+				log_warn("%s: accept", port->name);
 			}
 			return;
 		}
-		a->conns_refused++;
+		port->conns_refused++;
 		/* Read what already came, so that the close is a FIN the reply precedes. */
 		if (recv(s, discard, sizeof(discard), MSG_DONTWAIT) == -1 && errno != EAGAIN &&
 		    errno != EWOULDBLOCK)
@@ -805,12 +859,12 @@ refuse_accept(evutil_socket_t fd, short what, void *arg)
 }
 
 static struct admin_conn *
-conn_of(struct admin *a, struct evhttp_request *req)
+conn_of(struct admin_port *port, struct evhttp_request *req)
 {
 	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
 	struct admin_conn *c;
 
-	LIST_FOREACH(c, &a->open, entry)
+	LIST_FOREACH(c, &port->open, entry)
 		if (c->evcon != NULL && c->evcon == evcon)
 			return c;
 	return NULL;
@@ -828,7 +882,8 @@ reply_done(struct evhttp_request *req, void *arg)
 }
 
 static void
-refuse_request(struct admin *a, struct evhttp_request *req, int status, const struct adminreq *r)
+refuse_request(struct admin_port *port, struct evhttp_request *req, int status,
+    const struct adminreq *r)
 {
 	struct evkeyvalq *headers = evhttp_request_get_output_headers(req);
 	char text[128];
@@ -836,7 +891,7 @@ refuse_request(struct admin *a, struct evhttp_request *req, int status, const st
 
 	for (i = 0; i < N_REFUSED_CODES; i++)
 		if (refused_codes[i] == status)
-			a->requests_refused[i]++;
+			port->requests_refused[i]++;
 	snprintf(text, sizeof(text), "%s\n", r->why != NULL ? r->why : "bad request");
 	if (status == 405 && r->allow != NULL)
 		evhttp_add_header(headers, "Allow", r->allow);
@@ -888,11 +943,22 @@ own_origin(const struct admin_conn *c, const struct adminreq *r)
 	    host_is_own(c, r->origin.at + n, r->origin.len - n);
 }
 
+/*
+ * What status_listen serves: nothing that changes state or shows a client
+ * address.  Every other route there is refused as an unknown path is.
+ */
+static bool
+status_serves(enum adminreq_route route)
+{
+	return route == ADMINREQ_HEALTHZ || route == ADMINREQ_METRICS;
+}
+
 static void
 admin_request(struct evhttp_request *req, void *arg)
 {
-	struct admin *a = arg;
-	struct admin_conn *c = conn_of(a, req);
+	struct admin_port *port = arg;
+	struct admin *a = port->admin;
+	struct admin_conn *c = conn_of(port, req);
 	struct adminreq r;
 	int status;
 
@@ -911,18 +977,33 @@ admin_request(struct evhttp_request *req, void *arg)
 		status = 400;
 		r.why = "lines must end with CRLF";
 	}
+	if (port->status && (status == 404 ||
+	    (r.route != ADMINREQ_NONE && !status_serves(r.route)))) {
+		/*
+		 * Whatever else is wrong with it (405, 400): no hint that the path
+		 * exists, nor a list of the admin's paths in adminreq's 404 text.
+		 */
+		status = 404;
+		r.why = "not found (status_listen serves /healthz and /metrics only)";
+	}
 	if (status != 0) {
-		refuse_request(a, req, status, &r);
+		refuse_request(port, req, status, &r);
 		return;
 	}
-	if (!own_host(c, &r)) {
+	/*
+	 * No Host check on status_listen: what it serves is readable by anyone
+	 * who can reach its address anyway, so a rebound name gains a page
+	 * nothing, and probes and scrapers name it in ways it cannot know (a
+	 * Service's name, an address before NAT).
+	 */
+	if (!port->status && !own_host(c, &r)) {
 		r.why = "Host is not this endpoint's address (DNS rebinding?)";
-		refuse_request(a, req, 403, &r);
+		refuse_request(port, req, 403, &r);
 		return;
 	}
 	if (r.method == ADMINREQ_POST && r.origin.len > 0 && !own_origin(c, &r)) {
 		r.why = "Origin is not this endpoint (cross-site request?)";
-		refuse_request(a, req, 403, &r);
+		refuse_request(port, req, 403, &r);
 		return;
 	}
 	/* The next request starts after this head (no body is taken). */
@@ -990,13 +1071,13 @@ admin_socket(const struct endpoint *ep)
 }
 
 static struct evhttp *
-admin_http(struct admin *a, int fd)
+admin_http(struct admin_port *port, int fd)
 {
-	struct evhttp *http = evhttp_new(a->base);
+	struct evhttp *http = evhttp_new(port->admin->base);
 	struct evhttp_bound_socket *bound;
 
 	if (http == NULL) {
-		log_warnx("admin: evhttp_new failed");
+		log_warnx("%s: evhttp_new failed", port->name);
 		return NULL;
 	}
 	evhttp_set_max_headers_size(http, ADMIN_MAX_HEADERS);
@@ -1008,49 +1089,93 @@ admin_http(struct admin *a, int fd)
 	 * rather than libevent's 501.
 	 */
 	evhttp_set_allowed_methods(http, (ev_uint16_t)~0);
-	evhttp_set_gencb(http, admin_request, a);
-	evhttp_set_bevcb(http, conn_new, a);
+	evhttp_set_gencb(http, admin_request, port);
+	evhttp_set_bevcb(http, conn_new, port);
 	bound = evhttp_accept_socket_with_handle(http, fd);
 	if (bound == NULL) {
-		log_warnx("admin: evhttp_accept_socket failed");
+		log_warnx("%s: evhttp_accept_socket failed", port->name);
 		evhttp_free(http);
 		return NULL;
 	}
-	a->listener = evhttp_bound_socket_get_listener(bound);
-	event_assign(&a->refuse_ev, a->base, fd, EV_READ | EV_PERSIST, refuse_accept, a);
-	evtimer_assign(&a->refuse_pause, a->base, refuse_resume, a);
+	port->listener = evhttp_bound_socket_get_listener(bound);
+	event_assign(&port->refuse_ev, port->admin->base, fd, EV_READ | EV_PERSIST, refuse_accept,
+	    port);
+	evtimer_assign(&port->refuse_pause, port->admin->base, refuse_resume, port);
 	return http;
 }
 
 /* The pool of max connection slots, all free. */
 static int
-admin_pool(struct admin *a, unsigned max)
+admin_pool(struct admin_port *port, unsigned max)
 {
+	struct event_base *base = port->admin->base;
 	unsigned i;
 
-	a->pool = calloc(max, sizeof(*a->pool));
-	if (a->pool == NULL) {
-		log_warn("admin: %u connection slots", max);
+	port->pool = calloc(max, sizeof(*port->pool));
+	if (port->pool == NULL) {
+		log_warn("%s: %u connection slots", port->name, max);
 		return -1;
 	}
-	a->max_conns = max;
+	port->max_conns = max;
 	for (i = 0; i < max; i++) {
-		struct admin_conn *c = &a->pool[i];
+		struct admin_conn *c = &port->pool[i];
 
-		c->admin = a;
-		event_assign(&c->attach_ev, a->base, -1, 0, conn_attach, c);
-		evtimer_assign(&c->deadline, a->base, conn_deadline, c);
-		LIST_INSERT_HEAD(&a->free, c, entry);
+		c->port = port;
+		event_assign(&c->attach_ev, base, -1, 0, conn_attach, c);
+		evtimer_assign(&c->deadline, base, conn_deadline, c);
+		LIST_INSERT_HEAD(&port->free, c, entry);
 	}
 	return 0;
 }
 
+/* Listen on ep with max slots of port's own; -1 (logged) on error. */
+static int
+port_open(struct admin_port *port, const struct endpoint *ep, unsigned max)
+{
+	int fd;
+
+	if (admin_pool(port, max) == -1)
+		return -1;
+	fd = admin_socket(ep);
+	if (fd == -1)
+		return -1;
+	port->http = admin_http(port, fd);
+	if (port->http == NULL) {
+		close(fd);
+		return -1;
+	}
+	return 0;
+}
+
+/* Called with the loop stopped; port_free of a port never opened does nothing. */
+static void
+port_free(struct admin_port *port)
+{
+	struct admin_conn *c;
+
+	if (port->http != NULL) {
+		/* evhttp_free frees the listener before the connections it closes. */
+		event_del(&port->refuse_ev);
+		event_del(&port->refuse_pause);
+		port->listener = NULL;
+		evhttp_free(port->http);
+		port->http = NULL;
+	}
+	/* Connections evhttp freed before they were attached (loop stopped first). */
+	while ((c = LIST_FIRST(&port->open)) != NULL)
+		conn_release(c);
+	free(port->pool);
+	port->pool = NULL;
+}
+
 struct admin *
 admin_start(struct worker *const *workers, unsigned n, const struct endpoint *ep,
-    unsigned max_conns, const struct stats_process *proc, const atomic_bool *draining)
+    const struct endpoint *status_ep, unsigned max_conns, const struct stats_process *proc,
+    const atomic_bool *draining)
 {
+	const struct endpoint *eps[N_PORTS] = { ep, status_ep };
 	struct admin *a;
-	int fd;
+	unsigned i;
 
 	a = calloc(1, sizeof(*a));
 	if (a == NULL) {
@@ -1062,30 +1187,33 @@ admin_start(struct worker *const *workers, unsigned n, const struct endpoint *ep
 	a->proc = proc;
 	a->draining = draining;
 	LIST_INIT(&a->pending);
-	LIST_INIT(&a->open);
-	LIST_INIT(&a->free);
+	for (i = 0; i < N_PORTS; i++) {
+		a->ports[i].admin = a;
+		a->ports[i].status = i == PORT_STATUS;
+		a->ports[i].name = i == PORT_STATUS ? "status" : "admin";
+		LIST_INIT(&a->ports[i].open);
+		LIST_INIT(&a->ports[i].free);
+	}
 	a->base = event_base_new();
 	if (a->base == NULL) {
 		log_warnx("admin: event_base_new failed");
 		goto err;
 	}
-	if (admin_pool(a, max_conns > 0 ? max_conns : 1) == -1)
-		goto err;
-	fd = admin_socket(ep);
-	if (fd == -1)
-		goto err;
-	a->http = admin_http(a, fd);
-	if (a->http == NULL) {
-		close(fd);
-		goto err;
-	}
+	for (i = 0; i < N_PORTS; i++)
+		if (eps[i] != NULL &&
+		    port_open(&a->ports[i], eps[i], max_conns > 0 ? max_conns : 1) == -1)
+			goto err;
 	if (pthread_create(&a->thread, NULL, admin_thread, a) != 0) {
 		log_warnx("admin: cannot start its thread");
 		goto err;
 	}
 	a->running = true;
-	log_info("admin: http://%s/ (/connections /metrics /healthz), at most %u connections",
-	    ep->text, a->max_conns);
+	if (ep != NULL)
+		log_info("admin: http://%s/ (/connections /metrics /healthz), at most %u connections",
+		    ep->text, a->ports[PORT_ADMIN].max_conns);
+	if (status_ep != NULL)
+		log_info("status: http://%s/ (/metrics /healthz only), at most %u connections",
+		    status_ep->text, a->ports[PORT_STATUS].max_conns);
 	return a;
 err:
 	admin_free(a);
@@ -1122,17 +1250,31 @@ gather_cancel(struct gather *g)
 	gather_free(g);
 }
 
+static int
+port_fd(const struct admin *a, unsigned which)
+{
+	const struct admin_port *port = a == NULL ? NULL : &a->ports[which];
+
+	return port == NULL || port->listener == NULL ? -1 : evconnlistener_get_fd(port->listener);
+}
+
 int
 admin_fd(const struct admin *a)
 {
-	return a == NULL || a->listener == NULL ? -1 : evconnlistener_get_fd(a->listener);
+	return port_fd(a, PORT_ADMIN);
+}
+
+int
+admin_status_fd(const struct admin *a)
+{
+	return port_fd(a, PORT_STATUS);
 }
 
 void
 admin_free(struct admin *a)
 {
-	struct admin_conn *c;
 	struct gather *g;
+	unsigned i;
 
 	if (a == NULL)
 		return;
@@ -1142,17 +1284,8 @@ admin_free(struct admin *a)
 	}
 	while ((g = LIST_FIRST(&a->pending)) != NULL)
 		gather_cancel(g);
-	if (a->http != NULL) {
-		/* evhttp_free frees the listener before the connections it closes. */
-		event_del(&a->refuse_ev);
-		event_del(&a->refuse_pause);
-		a->listener = NULL;
-		evhttp_free(a->http);
-	}
-	/* Connections evhttp freed before they were attached (loop stopped first). */
-	while ((c = LIST_FIRST(&a->open)) != NULL)
-		conn_release(c);
-	free(a->pool);
+	for (i = 0; i < N_PORTS; i++)
+		port_free(&a->ports[i]);
 	if (a->base != NULL)
 		event_base_free(a->base);
 	free(a);

@@ -95,6 +95,16 @@ static const struct option options[] = {
 	  .help = "Admin endpoint connections open at once; one beyond this is answered 503 "
 	  "and closed at once, and counted in /metrics, so the endpoint never holds more "
 	  "descriptors than this." },
+	{ .name = "status_listen", .scope = OPTION_GLOBAL, .type = &option_endpoint,
+	  .accepts = OPTION_OFF, .fallback = "off", .off = G(status_listen),
+	  .enabled_flag = OPTION_FLAG_AT(struct config, status_enabled), .label = "status",
+	  .help = "Address of a second, read-only HTTP listener serving only GET and HEAD "
+	  "/healthz and /metrics (nothing that changes state, no client address), for load "
+	  "balancer and Kubernetes probes and Prometheus on the host's or pod's address "
+	  "while admin_listen stays on loopback; or off. Any address is allowed, and it "
+	  "works with admin_listen off. Every other path is answered 404; the Host header "
+	  "is not checked there. Same limits as the admin endpoint, with its own "
+	  "admin_max_connections slots." },
 	{ .name = "shutdown_timeout", .scope = OPTION_GLOBAL, .type = &option_duration,
 	  .min = 0, .max = DURATION_MAX_MS, .fallback = "30s", .off = G(shutdown_timeout_ms),
 	  .label = "shutdown_timeout",
@@ -734,10 +744,15 @@ check_defaults(struct parse *p)
 	free(scratch.upstreams);
 }
 
-/* Listen addresses must differ from each other and from the admin's. */
+/* Listen addresses must differ from each other and from the admin's and status's. */
 static void
-check_addresses(struct parse *p, const struct config *cfg, unsigned admin_line)
+check_addresses(struct parse *p, const struct config *cfg, unsigned admin_line,
+    unsigned status_line)
 {
+	if (cfg->admin_enabled && cfg->status_enabled &&
+	    endpoint_equal(&cfg->status_listen, &cfg->admin_listen))
+		fail(p, status_line, "status_listen: %s is also admin_listen",
+		    cfg->status_listen.text);
 	for (size_t i = 0; i < cfg->n_listeners; i++) {
 		const struct listener_config *a = &cfg->listeners[i];
 
@@ -746,6 +761,9 @@ check_addresses(struct parse *p, const struct config *cfg, unsigned admin_line)
 		if (cfg->admin_enabled && endpoint_equal(&a->listen, &cfg->admin_listen))
 			fail(p, admin_line, "admin_listen: %s is also the listen address of "
 			    "[listener %s] (line %u)", cfg->admin_listen.text, a->name, a->line);
+		if (cfg->status_enabled && endpoint_equal(&a->listen, &cfg->status_listen))
+			fail(p, status_line, "status_listen: %s is also the listen address of "
+			    "[listener %s] (line %u)", cfg->status_listen.text, a->name, a->line);
 		for (size_t j = 0; j < i; j++) {
 			const struct listener_config *b = &cfg->listeners[j];
 
@@ -762,7 +780,11 @@ check_global(struct parse *p, const struct config *cfg)
 {
 	const struct inifile_entry *admin = section_find(&p->sections[SEC_GLOBAL],
 	    "admin_listen");
+	const struct inifile_entry *status = section_find(&p->sections[SEC_GLOBAL],
+	    "status_listen");
 	unsigned admin_line = admin ? admin->line : 0;
+	/* Any address: it shows no client address and changes nothing. */
+	unsigned status_line = status ? status->line : 0;
 
 	if (cfg->admin_enabled && !cfg->admin_allow_remote &&
 	    !endpoint_is_loopback(&cfg->admin_listen)) {
@@ -770,7 +792,7 @@ check_global(struct parse *p, const struct config *cfg)
 		    "and /metrics would be reachable from other hosts (set admin_allow_remote "
 		    "= on to allow it)", cfg->admin_listen.text);
 	}
-	check_addresses(p, cfg, admin_line);
+	check_addresses(p, cfg, admin_line, status_line);
 }
 
 /* Resolve everything into cfg; errors are left in p. */

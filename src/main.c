@@ -258,6 +258,9 @@ reload_apply(struct daemon *d)
 	if (cfg->admin_enabled != old->admin_enabled ||
 	    (cfg->admin_enabled && strcmp(cfg->admin_listen.text, old->admin_listen.text) != 0))
 		log_warnx("reload: admin_listen changes take effect at the next start");
+	if (cfg->status_enabled != old->status_enabled ||
+	    (cfg->status_enabled && strcmp(cfg->status_listen.text, old->status_listen.text) != 0))
+		log_warnx("reload: status_listen changes take effect at the next start");
 	if (cfg->admin_max_connections != old->admin_max_connections)
 		log_warnx("reload: admin_max_connections changes take effect at the next start");
 	if (cfg->workers != old->workers)
@@ -393,6 +396,9 @@ binary_upgrade(struct daemon *d)
 		worker_each_socket(d->workers[i], hand_socket, d);
 	if (d->admin != NULL && admin_fd(d->admin) != -1 && upgrade_add_socket(d->upgrade,
 	    admin_fd(d->admin), d->current->cfg->admin_listen.text) == -1)
+		d->upgrade_failed = true;
+	if (d->admin != NULL && admin_status_fd(d->admin) != -1 && upgrade_add_socket(d->upgrade,
+	    admin_status_fd(d->admin), d->current->cfg->status_listen.text) == -1)
 		d->upgrade_failed = true;
 	if (d->upgrade_failed) {
 		log_errorx("binary upgrade failed: cannot list the sockets; this process keeps serving");
@@ -571,8 +577,10 @@ run(struct daemon *d, struct config *cfg)
 	if (workers_create(d, cfg) == -1 || events_start(d) == -1)
 		goto out;
 	watch_update(d);
-	if (cfg->admin_enabled) {
-		d->admin = admin_start(d->workers, d->n_workers, &cfg->admin_listen,
+	if (cfg->admin_enabled || cfg->status_enabled) {
+		d->admin = admin_start(d->workers, d->n_workers,
+		    cfg->admin_enabled ? &cfg->admin_listen : NULL,
+		    cfg->status_enabled ? &cfg->status_listen : NULL,
 		    cfg->admin_max_connections, &d->proc, &d->shared.draining);
 		if (d->admin == NULL)
 			goto out;

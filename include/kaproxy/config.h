@@ -54,6 +54,8 @@ struct config {
 	struct endpoint admin_listen;
 	bool admin_allow_remote;
 	uint32_t admin_max_connections;
+	bool status_enabled;       /* status_listen not "off" */
+	struct endpoint status_listen; /* /healthz and /metrics only */
 	uint32_t shutdown_timeout_ms;
 	bool reload_on_change;     /* watch the file's directory, reload on a change */
 	struct listener_config *listeners;

@@ -24,7 +24,9 @@ LOOP = "%s:7000" % lab.PROXY_CLIENT_IP
 LONG = "%s:7010" % lab.PROXY_CLIENT_IP
 ECHO = "%s:7003" % lab.SERVER_IP
 ADMIN = "127.0.0.1:9901"
-GLOBAL = {"workers": "2", "admin_listen": ADMIN, "shutdown_timeout": "30s"}
+STATUS = "%s:9902" % lab.PROXY_CLIENT_IP
+GLOBAL = {"workers": "2", "admin_listen": ADMIN, "status_listen": STATUS,
+          "shutdown_timeout": "30s"}
 LOOPERS = 2                # client processes connecting in a tight loop
 BATCH = 16                 # connections each opens in a row before using them
 BEFORE_N = 50              # connections each makes before SIGUSR2
@@ -290,8 +292,8 @@ def main(t):
     long_c.submit("send %d 60" % PRE_BYTES)
     srv.submit("expect %d 60" % PRE_BYTES)
     old_sockets = listening_inodes(old.pid)
-    t.check(len(old_sockets) == 2 * 2 + 1, "the old process listens on %d sockets: two workers' "
-            "for each of two listeners, and the admin's" % len(old_sockets))
+    t.check(len(old_sockets) == 2 * 2 + 2, "the old process listens on %d sockets: two workers' "
+            "for each of two listeners, the admin's and the status address's" % len(old_sockets))
     manager.drain_pending()
     t_signal = time.monotonic()
     old.signal(signal.SIGUSR2)

@@ -771,19 +771,23 @@ ADMIN_TIMEOUT = 5        # seconds for one admin request, connecting included
 
 
 class Admin:
-    """kaproxy's admin HTTP endpoint, asked with curl from inside the proxy
-    namespace; every request is bounded by ADMIN_TIMEOUT."""
+    """kaproxy's admin HTTP endpoint (or its status_listen), asked with curl
+    from inside role's namespace (the proxy's by default); every request is
+    bounded by ADMIN_TIMEOUT."""
 
-    def __init__(self, lab, addr=ADMIN_LISTEN):
-        self.lab, self.addr = lab, addr
+    def __init__(self, lab, addr=ADMIN_LISTEN, role="proxy"):
+        self.lab, self.addr, self.role = lab, addr, role
 
     def request(self, path, method="GET", headers=()):
-        """(HTTP status, body); status 0 when there was no answer in time."""
-        argv = ["curl", "-s", "--max-time", str(ADMIN_TIMEOUT), "-X", method,
+        """(HTTP status, body); status 0 when there was no answer in time.
+        HEAD returns the headers as the body."""
+        # curl -X HEAD would wait for the body the headers announce.
+        verb = ["-I"] if method == "HEAD" else ["-X", method]
+        argv = ["curl", "-s", "--max-time", str(ADMIN_TIMEOUT)] + verb + [
                 "-o", "-", "-w", "\n%{http_code}"]
         for h in headers:
             argv += ["-H", h]
-        r = self.lab.run("proxy", argv + ["http://%s%s" % (self.addr, path)], check=False,
+        r = self.lab.run(self.role, argv + ["http://%s%s" % (self.addr, path)], check=False,
                          timeout=ADMIN_TIMEOUT + 5)
         body, _, code = r.stdout.rpartition("\n")
         return int(code or 0), body
@@ -1123,9 +1127,10 @@ class Lab:
         px = Kaproxy(self, self.kaproxy_bin, ini, wrapper=wrapper, env=env)
         self.kaproxy = px
         wanted = {keys["listen"] for keys in listeners.values()}
-        admin = (global_keys or {}).get("admin_listen", "off")
-        if admin != "off":
-            wanted.add(admin)
+        for key in ("admin_listen", "status_listen"):
+            addr = (global_keys or {}).get(key, "off")
+            if addr != "off":
+                wanted.add(addr)
         self.wait_listening(px, wanted, wait)
         return px
 

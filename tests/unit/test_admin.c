@@ -6,7 +6,9 @@
  * withdraws the parts still queued on the stuck worker.  And no client holds
  * it: one connection over the cap is answered 503 at once and a closed one
  * frees its slot; requests are routed by the strict reading of their raw
- * bytes (pipelined ones too) and refusals close the connection.  Loopback,
+ * bytes (pipelined ones too) and refusals close the connection.  The status
+ * address serves /healthz and /metrics to any Host, refuses every other
+ * route as an unknown path (counted), and has slots of its own.  Loopback,
  * no root.
  */
 #include <stdarg.h>
@@ -39,6 +41,7 @@ struct fixture {
 	struct worker *workers[2];
 	struct stats_process proc;
 	struct endpoint ep;
+	struct endpoint status_ep;
 	struct admin *admin;
 };
 
@@ -106,37 +109,61 @@ start_admin(struct fixture *f)
 
 	snprintf(text, sizeof(text), "127.0.0.1:%u", loopback_free_port());
 	assert_int_equal(endpoint_parse(text, &f->ep), 0);
-	f->admin = admin_start(f->workers, 2, &f->ep, CAP, &f->proc, &f->shared.draining);
+	f->admin = admin_start(f->workers, 2, &f->ep, NULL, CAP, &f->proc, &f->shared.draining);
 	assert_non_null(f->admin);
 }
 
-/* A connected socket to the admin with a 5 s receive timeout. */
+/* Start the admin on loopback with status_listen on another port, and admin_listen unless off. */
+static void
+start_with_status(struct fixture *f, bool admin_on)
+{
+	char text[64];
+
+	snprintf(text, sizeof(text), "127.0.0.1:%u", loopback_free_port());
+	assert_int_equal(endpoint_parse(text, &f->ep), 0);
+	do
+		snprintf(text, sizeof(text), "127.0.0.1:%u", loopback_free_port());
+	while (strcmp(text, f->ep.text) == 0);
+	assert_int_equal(endpoint_parse(text, &f->status_ep), 0);
+	f->admin = admin_start(f->workers, 2, admin_on ? &f->ep : NULL, &f->status_ep, CAP,
+	    &f->proc, &f->shared.draining);
+	assert_non_null(f->admin);
+}
+
+/* A connected socket to ep with a 5 s receive timeout. */
 static int
-admin_connect(const struct fixture *f)
+connect_to(const struct endpoint *ep)
 {
 	struct timeval tv = { 5, 0 };
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
 
 	assert_true(fd >= 0);
 	assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
-	assert_int_equal(connect(fd, (const struct sockaddr *)&f->ep.addr, f->ep.len), 0);
+	assert_int_equal(connect(fd, (const struct sockaddr *)&ep->addr, ep->len), 0);
 	return fd;
 }
 
-/* Send raw on a new connection; what came back until the server closed, in buf. */
+/* A connected socket to the admin with a 5 s receive timeout. */
+static int
+admin_connect(const struct fixture *f)
+{
+	return connect_to(&f->ep);
+}
+
+/* Send raw to ep on a new connection; what came back until the server closed, in buf. */
 static void
-http_raw(const struct fixture *f, const char *raw, char *buf, size_t size)
+http_raw_to(const struct endpoint *ep, const char *raw, char *buf, size_t size)
 {
 	char req[8192];
 	const char *at;
 	size_t len = 0, used = 0;
 	ssize_t n;
-	int fd = admin_connect(f);
+	int fd = connect_to(ep);
 
 	/* "{HOST}" stands for the endpoint's own address. */
 	while ((at = strstr(raw, "{HOST}")) != NULL) {
 		used += (size_t)snprintf(req + used, sizeof(req) - used, "%.*s%s",
-		    (int)(at - raw), raw, f->ep.text);
+		    (int)(at - raw), raw, ep->text);
 		raw = at + 6;
 	}
 	snprintf(req + used, sizeof(req) - used, "%s", raw);
@@ -147,6 +174,12 @@ http_raw(const struct fixture *f, const char *raw, char *buf, size_t size)
 	assert_int_equal(n, 0);   /* the server closed: no read timeout */
 	buf[len] = '\0';
 	close(fd);
+}
+
+static void
+http_raw(const struct fixture *f, const char *raw, char *buf, size_t size)
+{
+	http_raw_to(&f->ep, raw, buf, size);
 }
 
 static void
@@ -215,6 +248,7 @@ strict_reading_routes_and_refuses(void **state)
 {
 	struct fixture *f = *state;
 	char resp[16384];
+	const char *second;
 
 	start_admin(f);
 	/* libevent would serve these three with 200 or 501. */
@@ -237,6 +271,16 @@ strict_reading_routes_and_refuses(void **state)
 	assert_non_null(strstr(strstr(resp, " 200 OK\r\n"), " 404 Not Found\r\n"));
 	/* The refusal closed the connection: the third request was not served. */
 	assert_null(strstr(strstr(resp, " 404 Not Found\r\n"), " 200 OK\r\n"));
+	/* HEAD: the GET's headers, no body, so a kept-alive client reads the next reply right. */
+	http_raw(f, "HEAD /healthz HTTP/1.1\r\nHost: {HOST}\r\n\r\n"
+	    "GET /healthz HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n",
+	    resp, sizeof(resp));
+	second = strstr(resp + 1, "HTTP/1.1 200 OK\r\n");
+	assert_non_null(second);
+	assert_memory_equal(second - 4, "\r\n\r\n", 4);
+	assert_true(strstr(resp, "Content-Length: 3\r\n") < second);
+	assert_non_null(strstr(second, "\r\n\r\nok\n"));
+	assert_true(strstr(resp, "ok\n") > second);   /* the HEAD reply had no body */
 }
 
 static void
@@ -313,6 +357,107 @@ cap_refuses_at_once_and_frees_slots(void **state)
 		close(held[i]);
 }
 
+static void
+status_serves_probes_and_scrapes_only(void **state)
+{
+	/* Each admin-only route, and how a client might try to reach it. */
+	static const char *const refused[] = {
+		"GET /connections HTTP/1.1\r\nHost: {HOST}\r\n\r\n",
+		"GET /connections?limit=+5 HTTP/1.1\r\nHost: {HOST}\r\n\r\n",
+		"POST /connections/7/close HTTP/1.1\r\nHost: {HOST}\r\n\r\n",
+		"GET /connections/7/close HTTP/1.1\r\nHost: {HOST}\r\n\r\n",
+		"BREW /connections HTTP/1.1\r\nHost: {HOST}\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n",
+		"GET /closed HTTP/1.1\r\nHost: {HOST}\r\n\r\n",
+		"GET /nope HTTP/1.1\r\nHost: {HOST}\r\n\r\n",
+	};
+	struct fixture *f = *state;
+	const struct endpoint *st = &f->status_ep;
+	char resp[16384], line[128];
+	size_t i;
+
+	assert_int_equal(worker_start(f->workers[1]), 0);
+	start_with_status(f, true);
+	/* Probes and scrapers name it as they see it: any Host, or none, is served. */
+	http_raw_to(st, "GET /healthz HTTP/1.1\r\nHost: kaproxy.example.svc:9902\r\n"
+	    "Connection: close\r\n\r\n", resp, sizeof(resp));
+	assert_non_null(strstr(resp, " 200 OK\r\n"));
+	assert_non_null(strstr(resp, "\r\n\r\nok\n"));
+	http_raw_to(st, "GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n", resp,
+	    sizeof(resp));
+	assert_non_null(strstr(resp, " 200 OK\r\n"));
+	assert_non_null(strstr(resp, "kaproxy_build_info{version=\"test\"} 1"));
+	assert_non_null(strstr(resp, "\nkaproxy_status_connections 1\n"));
+	http_raw_to(st, "HEAD /metrics HTTP/1.1\r\nHost: 10.1.2.3:9902\r\n"
+	    "Connection: close\r\n\r\n", resp, sizeof(resp));
+	assert_non_null(strstr(resp, " 200 OK\r\n"));
+	assert_null(strstr(resp, "kaproxy_build_info"));
+	/* The GET's length, once: a HEAD's headers are the GET's. */
+	assert_non_null(strstr(resp, "Content-Length: "));
+	assert_null(strstr(resp, "Content-Length: 0\r\n"));
+	assert_null(strstr(strstr(resp, "Content-Length: ") + 1, "Content-Length: "));
+	/* Every other route is no route at all here, whatever else is wrong with it. */
+	for (i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+		http_raw_to(st, refused[i], resp, sizeof(resp));
+		if (strstr(resp, " 404 Not Found\r\n") == NULL)
+			fail_msg("%s answered: %.60s", refused[i], resp);
+		assert_non_null(strstr(resp, "Connection: close\r\n"));
+		assert_null(strstr(resp, "Allow:"));
+		/* Nor does the text name the admin's paths. */
+		assert_null(strstr(strstr(resp, "\r\n\r\n"), "/connections"));
+	}
+	/* Malformed is still 400: the strict reading is the same. */
+	http_raw_to(st, "GET /healthz HTTP/1.7\r\n\r\n", resp, sizeof(resp));
+	assert_non_null(strstr(resp, " 400 Bad Request\r\n"));
+	/* Counted as the status address's, not the admin's; admin serves everything. */
+	http_raw(f, "GET /metrics HTTP/1.0\r\n\r\n", resp, sizeof(resp));
+	assert_non_null(strstr(resp, " 200 OK\r\n"));
+	snprintf(line, sizeof(line), "\nkaproxy_status_requests_refused_total{code=\"404\"} %zu\n",
+	    sizeof(refused) / sizeof(refused[0]));
+	assert_non_null(strstr(resp, line));
+	assert_non_null(strstr(resp, "\nkaproxy_status_requests_refused_total{code=\"400\"} 1\n"));
+	assert_null(strstr(resp, "kaproxy_status_requests_refused_total{code=\"403\"}"));
+	assert_non_null(strstr(resp, "\nkaproxy_admin_requests_refused_total{code=\"404\"} 0\n"));
+	http_raw(f, "GET /connections HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n",
+	    resp, sizeof(resp));
+	assert_non_null(strstr(resp, " 200 OK\r\n"));
+	/* A load balancer takes it out of rotation while draining. */
+	atomic_store(&f->shared.draining, true);
+	http_raw_to(st, "GET /healthz HTTP/1.0\r\n\r\n", resp, sizeof(resp));
+	assert_non_null(strstr(resp, " 503 Service Unavailable\r\n"));
+	assert_non_null(strstr(resp, "draining\n"));
+}
+
+static void
+status_alone_with_slots_of_its_own(void **state)
+{
+	struct fixture *f = *state;
+	char resp[16384];
+	int held[CAP], i;
+
+	assert_int_equal(worker_start(f->workers[1]), 0);
+	/* A status flood does not take the admin's slots. */
+	start_with_status(f, true);
+	for (i = 0; i < CAP; i++)
+		held[i] = connect_to(&f->status_ep);
+	http_raw_to(&f->status_ep, "GET /healthz HTTP/1.0\r\n\r\n", resp, sizeof(resp));
+	assert_non_null(strstr(resp, " 503 Service Unavailable\r\n"));
+	http_raw(f, "GET /metrics HTTP/1.0\r\n\r\n", resp, sizeof(resp));
+	assert_non_null(strstr(resp, " 200 OK\r\n"));
+	assert_non_null(strstr(resp, "\nkaproxy_status_connections 4\n"));
+	assert_non_null(strstr(resp, "\nkaproxy_status_connections_refused_total 1\n"));
+	assert_non_null(strstr(resp, "\nkaproxy_admin_connections 1\n"));
+	for (i = 0; i < CAP; i++)
+		close(held[i]);
+	admin_free(f->admin);
+	/* Without admin_listen: the status address alone, and no admin series. */
+	start_with_status(f, false);
+	http_raw_to(&f->status_ep, "GET /metrics HTTP/1.0\r\n\r\n", resp, sizeof(resp));
+	assert_non_null(strstr(resp, " 200 OK\r\n"));
+	assert_non_null(strstr(resp, "\nkaproxy_status_connections 1\n"));
+	assert_null(strstr(resp, "kaproxy_admin_connections"));
+}
+
 int
 main(void)
 {
@@ -322,6 +467,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(strict_reading_routes_and_refuses, setup, teardown),
 		cmocka_unit_test_setup_teardown(foreign_host_and_origin_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(cap_refuses_at_once_and_frees_slots, setup, teardown),
+		cmocka_unit_test_setup_teardown(status_serves_probes_and_scrapes_only, setup, teardown),
+		cmocka_unit_test_setup_teardown(status_alone_with_slots_of_its_own, setup, teardown),
 	};
 
 	if (evthread_use_pthreads() == -1)

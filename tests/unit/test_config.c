@@ -215,6 +215,7 @@ test_builtin_defaults(void **state)
 	assert_true(cfg->admin_enabled);
 	assert_string_equal(cfg->admin_listen.text, "127.0.0.1:9901");
 	assert_false(cfg->admin_allow_remote);
+	assert_false(cfg->status_enabled);
 	assert_int_equal(cfg->shutdown_timeout_ms, 30000);
 	assert_false(cfg->reload_on_change);
 	assert_int_equal(cfg->n_listeners, 1);
@@ -601,6 +602,13 @@ static const struct error_case error_cases[] = {
 	  "admin_listen = [2001:db8::1]:9901\n" LISTENER, 3, "admin_listen:", NULL },
 	{ "admin on a listen address", "[global]\nadmin_listen = 127.0.0.1:2000\n" LISTENER,
 	  2, "admin_listen: 127.0.0.1:2000", "[listener a]" },
+	{ "status on the admin address", "[global]\nadmin_listen = 127.0.0.1:9901\n"
+	  "status_listen = 127.0.0.1:9901\n" LISTENER, 3,
+	  "status_listen: 127.0.0.1:9901 is also admin_listen", NULL },
+	{ "status on a listen address", "[global]\nstatus_listen = 127.0.0.1:2000\n" LISTENER,
+	  2, "status_listen: 127.0.0.1:2000", "[listener a]" },
+	{ "status without port", "[global]\nstatus_listen = 10.0.0.1\n" LISTENER, 2,
+	  "status_listen:", "missing :port" },
 	{ "empty access_log", "[global]\naccess_log =\n" LISTENER, 2,
 	  "access_log: empty value", NULL },
 	/* Resolution runs after collection, yet the earliest line wins. */
@@ -632,6 +640,10 @@ test_valid_edges(void **state)
 		"[global]\nadmin_listen = 0.0.0.0:9901\nadmin_allow_remote = on\n" LISTENER,
 		"[global]\nadmin_listen = [::1]:9901\n" LISTENER,
 		"[global]\nadmin_listen = 127.5.6.7:9901\n" LISTENER,
+		/* status_listen shows no client address: any address, without admin_allow_remote */
+		"[global]\nstatus_listen = 0.0.0.0:9902\n" LISTENER,
+		"[global]\nadmin_listen = off\nstatus_listen = [2001:db8::1]:9902\n" LISTENER,
+		"[global]\nstatus_listen = off\n" LISTENER,
 		"[global]\nadmin_listen = off\n[listener a]\nlisten = 127.0.0.1:9901\n"
 		"upstream = 127.0.0.1:1\n",
 		/* same port, different address: not a duplicate */
