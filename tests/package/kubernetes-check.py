@@ -6,7 +6,8 @@ built here as they say they do, checked without a cluster.
   names its apiVersion, kind and metadata.name.
 - The kaproxy.ini embedded in the ConfigMap uses only keys this kaproxy has
   (`kaproxy-reference keys`, the option table) and passes `kaproxy -t` when
-  written to a file; reload_on_change is on.
+  written to a file; reload_on_change is on.  As -t stops at the first error,
+  a file with unknown keys (already failures) is also checked without them.
 - The container runs kaproxy with -c on that file inside a directory mount of
   the ConfigMap (a subPath mount is never updated, so reload_on_change would
   see nothing).
@@ -131,6 +132,21 @@ def container_port(container, port):
     return None
 
 
+def kaproxy_t(build, ini_text, what):
+    """Run this build's kaproxy -t on ini_text written to a file."""
+    with tempfile.TemporaryDirectory(prefix="kaproxy-k8s.") as tmp:
+        path = os.path.join(tmp, "kaproxy.ini")
+        with open(path, "w") as f:
+            f.write(ini_text)
+        checked = subprocess.run([os.path.join(build, "kaproxy"), "-t", "-c", path],
+                                 capture_output=True, text=True, timeout=30)
+    report = (checked.stdout + checked.stderr).strip().replace(path, "kaproxy.ini")
+    if checked.returncode != 0:
+        fail("kaproxy -t refuses %s (exit %d): %s" % (what, checked.returncode, report))
+    else:
+        print("ok: kaproxy -t accepts %s:\n  %s" % (what, report.replace("\n", "\n  ")))
+
+
 def check_ini(build, ini_text):
     """Check the embedded kaproxy.ini with kaproxy's own option table and -t;
     return its [global] values and listener ports."""
@@ -140,24 +156,21 @@ def check_ini(build, ini_text):
     if known.returncode != 0:
         fail("kaproxy-reference keys: exit %d: %s" % (known.returncode, known.stderr.strip()))
     keys = set(known.stdout.split())
+    unknown = [line for section, key, _, line in entries if key not in keys]
     for section, key, _, line in entries:
         if key not in keys:
             fail("ConfigMap kaproxy.ini:%d: %s (in [%s]) is not a key of this kaproxy "
                  "(kaproxy-reference keys)" % (line, key, section))
 
-    with tempfile.TemporaryDirectory(prefix="kaproxy-k8s.") as tmp:
-        path = os.path.join(tmp, "kaproxy.ini")
-        with open(path, "w") as f:
-            f.write(ini_text)
-        checked = subprocess.run([os.path.join(build, "kaproxy"), "-t", "-c", path],
-                                 capture_output=True, text=True, timeout=30)
-    report = (checked.stdout + checked.stderr).strip().replace(path, "kaproxy.ini")
-    if checked.returncode != 0:
-        fail("kaproxy -t refuses the ConfigMap's kaproxy.ini (exit %d): %s"
-             % (checked.returncode, report))
-    else:
-        print("ok: kaproxy -t accepts the ConfigMap's kaproxy.ini:\n  " +
-              report.replace("\n", "\n  "))
+    kaproxy_t(build, ini_text, "the ConfigMap's kaproxy.ini")
+    if unknown:
+        # -t stops at the first error, so check the rest of the file too: the
+        # lines with unknown keys are already failures above.
+        lines = ini_text.splitlines(keepends=True)
+        rest = "".join("\n" if number in unknown else text
+                       for number, text in enumerate(lines, 1))
+        kaproxy_t(build, rest, "the ConfigMap's kaproxy.ini without line(s) %s"
+                  % ", ".join(map(str, unknown)))
 
     global_values = {key: value for section, key, value, _ in entries if section == "global"}
     listen_ports = [split_endpoint(value)[1] for _, key, value, _ in entries if key == "listen"]
