@@ -2,7 +2,8 @@
 # Install what kaproxy needs to build, test and benchmark on Debian 12.
 # The package test (tests/package/deb-install.sh) needs dpkg-shlibdeps
 # (dpkg-dev), systemd-analyze (systemd) and man (man-db), which a minimal
-# Debian 12 system or container may lack.
+# Debian 12 system or container may lack; the Kubernetes manifest check
+# (tests/package/kubernetes-check.py) needs python3-yaml.
 # Needs root (apt-get).  Safe to run again: apt-get skips what is there.
 set -euo pipefail
 if [ "$(id -u)" != 0 ]; then
@@ -14,7 +15,7 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
 	build-essential cmake pkg-config \
 	libevent-dev libinih-dev libcmocka-dev \
-	python3 iproute2 iptables conntrack tshark procps psmisc curl \
+	python3 python3-yaml iproute2 iptables conntrack tshark procps psmisc curl \
 	valgrind haproxy socat iperf3 prometheus \
 	dpkg-dev systemd man-db >/dev/null
 echo "install-deps.sh: build, test and bench dependencies are installed"
