@@ -546,8 +546,9 @@ reply_closed(struct gather *g)
 		if (!part->seen)
 			continue;
 		failed = part->failed;
-		while (!failed && evbuffer_remove(part->out, &all[n], sizeof(all[n])) ==
-		    (int)sizeof(all[n]))
+		/* closed_step gives at most limit <= ADMINREQ_CLOSED_MAX per worker */
+		while (!failed && n < (size_t)(p + 1) * ADMINREQ_CLOSED_MAX &&
+		    evbuffer_remove(part->out, &all[n], sizeof(all[n])) == (int)sizeof(all[n]))
 			n++;
 	}
 	if (!failed) {
