@@ -4,6 +4,7 @@
 A missing chromium or playwright-core (`npm ci` in tests/browser) is a failure, not a skip.
 """
 import os
+import re
 import shutil
 import time
 
@@ -14,6 +15,12 @@ CLIENT = (30, 5, 3)
 HERE = os.path.dirname(os.path.abspath(__file__))
 BROWSER_DIR = os.path.join(os.path.dirname(HERE), "browser")
 DRIVER = os.path.join(BROWSER_DIR, "page-check.js")
+
+
+def countdown_s(leg):
+    """The seconds a leg's countdown shows ('declared dead in 3.9 s'), or -1."""
+    m = re.match(r"declared_dead_in_([0-9.]+)_(ms|s)$", leg["countdown"])
+    return float(m.group(1)) / (1000 if m.group(2) == "ms" else 1) if m else -1
 
 
 def main(t):
@@ -47,13 +54,17 @@ def main(t):
     bound = lab.worst_case_s(UPSTREAM) + lab.SLACK
     first = browser.ok("leg %d upstream dying 1 %.1f" % (cid, bound), timeout=bound + 5)
     lab.log("dying at %.2fs after the DROP: %s" % (time.time() - dropped, first))
-    t.check(first["countdown"].startswith("declared_dead_in"),
-            "the dying leg shows a countdown to its verdict (%s)" % first)
+    left_s = countdown_s(first)
+    t.check(0 < left_s <= lab.worst_case_s(UPSTREAM),
+            "the dying leg shows a countdown to its verdict, within the policy's %d s (%s)"
+            % (lab.worst_case_s(UPSTREAM), first["countdown"]))
     t.check("dying" in first["row"], "the whole row stands out as dying (%s)" % first)
     later = browser.ok("leg %d upstream dying %d %.1f" % (cid, int(first["probes"]) + 1, bound),
                        timeout=bound + 5)
     t.check(int(later["probes"]) > int(first["probes"]),
             "the probes count up in the page (%s then %s)" % (first["probes"], later["probes"]))
+    t.check(0 <= countdown_s(later) < left_s,
+            "and the countdown counts down (%s then %s)" % (first["countdown"], later["countdown"]))
     browser.ok("shot %s" % os.path.join(shots, "page-dying.png"))
 
     browser.ok("gone %d %.1f" % (cid, bound), timeout=bound + 5)
