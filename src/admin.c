@@ -45,6 +45,7 @@
 #include "kaproxy/adminreq.h"
 #include "kaproxy/endpoint.h"
 #include "kaproxy/log.h"
+#include "kaproxy/page.h"
 #include "kaproxy/session.h"
 #include "kaproxy/upgrade.h"
 
@@ -64,6 +65,7 @@
 _Static_assert(ADMIN_REPLY_DEADLINE_MS > ADMIN_WORKER_WAIT_MS,
     "a request is answered before its connection's deadline");
 _Static_assert(ADMINREQ_NAME_MAX == CONFIG_NAME_MAX, "?listener= holds a listener name");
+_Static_assert(ADMINREQ_CLOSED_MAX == SESSION_CLOSED_MAX, "/closed?limit= is at most a ring");
 
 /* Sent as is to a connection over the cap, which is then closed. */
 #define REFUSE_BODY "too many admin connections\n"
@@ -86,7 +88,7 @@ static const int refused_codes[] = { 400, 403, 404, 405, 414, 431 };
 #define WALK_RENDER_STEP 16
 #define WALK_VISIT_STEP 512
 
-enum gather_kind { GATHER_METRICS, GATHER_CONNECTIONS, GATHER_CLOSE };
+enum gather_kind { GATHER_METRICS, GATHER_CONNECTIONS, GATHER_CLOSE, GATHER_CLOSED };
 
 struct gather;
 
@@ -99,7 +101,8 @@ struct gather_part {
 	bool seen;                    /* answered: the admin loop has counted it */
 	bool walking;                 /* the cursor is open (worker's thread) */
 	struct session_cursor cursor;
-	struct evbuffer *out;         /* connections: struct session_view, one after another */
+	struct evbuffer *out;         /* connections: struct session_view, one after another;
+	                               * closed: struct session_closed, newest first */
 	unsigned long shown, total;
 	struct stats_list stats;      /* metrics: a copy of the worker's counters */
 	int closed;                   /* close: session_set_close_id's answer */
@@ -205,6 +208,34 @@ reply_text(struct evhttp_request *req, int code, const char *reason, const char 
 	evbuffer_free(out);
 }
 
+/*
+ * GET /: the live page (page.h).  It runs its own inline script and style
+ * and may fetch only from this endpoint; no other page may frame it.
+ */
+static void
+serve_page(struct evhttp_request *req)
+{
+	struct evkeyvalq *headers = evhttp_request_get_output_headers(req);
+	struct evbuffer *out = evbuffer_new();
+
+	if (out == NULL || evbuffer_add_reference(out, page_html, page_html_len, NULL, NULL) == -1) {
+		if (out != NULL)
+			evbuffer_free(out);
+		evhttp_send_error(req, HTTP_INTERNAL, NULL);
+		return;
+	}
+	evhttp_add_header(headers, "Content-Type", "text/html; charset=utf-8");
+	evhttp_add_header(headers, "Cache-Control", "no-store");
+	evhttp_add_header(headers, "X-Content-Type-Options", "nosniff");
+	evhttp_add_header(headers, "X-Frame-Options", "DENY");
+	evhttp_add_header(headers, "Content-Security-Policy",
+	    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+	    "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; "
+	    "frame-ancestors 'none'");
+	evhttp_send_reply(req, HTTP_OK, "OK", out);
+	evbuffer_free(out);
+}
+
 static void
 serve_healthz(struct admin *a, struct evhttp_request *req)
 {
@@ -270,6 +301,25 @@ connections_step(struct worker *w, struct worker_job *job)
 		rendered++;
 	}
 	return false;
+}
+
+/* The worker's newest close records, copied in one step (a few kB at most). */
+static bool
+closed_step(struct worker *w, struct worker_job *job)
+{
+	struct gather_part *part = (struct gather_part *)job;
+	const struct session_closed *c;
+	unsigned i;
+
+	for (i = 0; i < part->g->limit; i++) {
+		if ((c = session_set_closed_at(worker_sessions(w), i)) == NULL)
+			break;
+		if (evbuffer_add(part->out, c, sizeof(*c)) == -1) {
+			part->failed = true;
+			break;
+		}
+	}
+	return true;
 }
 
 static bool
@@ -521,6 +571,71 @@ reply_close(struct gather *g)
 	reply_text(g->req, HTTP_NOTFOUND, "Not Found", "no such connection\n");
 }
 
+/* Newest first: by close time, then by id (ids grow with accepts). */
+static int
+closed_newer_first(const void *a, const void *b)
+{
+	const struct session_closed *x = a, *y = b;
+
+	if (x->ts_ms != y->ts_ms)
+		return x->ts_ms < y->ts_ms ? 1 : -1;
+	return x->id < y->id ? 1 : x->id > y->id ? -1 : 0;
+}
+
+/* Every worker's records in one array, newest first, at most g->limit of them. */
+static void
+reply_closed(struct gather *g)
+{
+	struct evhttp_request *req = g->req;
+	struct evkeyvalq *headers = evhttp_request_get_output_headers(req);
+	struct session_closed *all = calloc((size_t)g->n_parts * ADMINREQ_CLOSED_MAX, sizeof(*all));
+	struct evbuffer *out = evbuffer_new();
+	size_t n = 0, i;
+	char missing[128], line[1024];
+	bool failed = all == NULL || out == NULL;
+	unsigned p;
+
+	for (p = 0; p < g->n_parts && !failed; p++) {
+		struct gather_part *part = &g->parts[p];
+
+		if (!part->seen)
+			continue;
+		failed = part->failed;
+		/* closed_step gives at most limit <= ADMINREQ_CLOSED_MAX per worker */
+		while (!failed && n < (size_t)(p + 1) * ADMINREQ_CLOSED_MAX &&
+		    evbuffer_remove(part->out, &all[n], sizeof(all[n])) == (int)sizeof(all[n]))
+			n++;
+	}
+	if (!failed) {
+		qsort(all, n, sizeof(all[0]), closed_newer_first);
+		if (n > g->limit)
+			n = g->limit;
+		failed = evbuffer_add(out, "[", 1) == -1;
+	}
+	for (i = 0; i < n && !failed; i++) {
+		size_t len = session_closed_json(&all[i], line, sizeof(line));
+
+		failed = (i > 0 && evbuffer_add(out, ",\n", 2) == -1) ||
+		    evbuffer_add(out, line, len) == -1;
+	}
+	free(all);
+	if (failed || evbuffer_add(out, "]\n", 2) == -1) {
+		if (out != NULL)
+			evbuffer_free(out);
+		evhttp_send_error(req, HTTP_INTERNAL, NULL);
+		return;
+	}
+	missing_text(g, missing, sizeof(missing));
+	if (missing[0] != '\0') {
+		log_warnx("admin: /closed: worker(s) %s did not answer within %d ms",
+		    missing, ADMIN_WORKER_WAIT_MS);
+		evhttp_add_header(headers, "X-Kaproxy-Missing-Workers", missing);
+	}
+	evhttp_add_header(headers, "Content-Type", "application/json");
+	evhttp_send_reply(req, HTTP_OK, "OK", out);
+	evbuffer_free(out);
+}
+
 static void
 gather_reply(struct gather *g)
 {
@@ -530,6 +645,8 @@ gather_reply(struct gather *g)
 		reply_metrics(g);
 	else if (g->kind == GATHER_CLOSE)
 		reply_close(g);
+	else if (g->kind == GATHER_CLOSED)
+		reply_closed(g);
 	else
 		reply_connections(g);
 	g->req = NULL;
@@ -582,7 +699,8 @@ gather_new(struct admin *a, struct evhttp_request *req, enum gather_kind kind)
 		g->parts[i].g = g;
 		event_assign(&g->parts[i].answered_ev, a->base, -1, 0, answered_cb, &g->parts[i]);
 		LIST_INIT(&g->parts[i].stats);
-		if (kind == GATHER_CONNECTIONS && (g->parts[i].out = evbuffer_new()) == NULL)
+		if ((kind == GATHER_CONNECTIONS || kind == GATHER_CLOSED) &&
+		    (g->parts[i].out = evbuffer_new()) == NULL)
 			goto err;
 	}
 	if (evtimer_add(&g->deadline, &wait) == -1)
@@ -599,7 +717,8 @@ gather_start(struct gather *g)
 {
 	bool (*step)(struct worker *, struct worker_job *) =
 	    g->kind == GATHER_METRICS ? metrics_step :
-	    g->kind == GATHER_CLOSE ? close_step : connections_step;
+	    g->kind == GATHER_CLOSE ? close_step :
+	    g->kind == GATHER_CLOSED ? closed_step : connections_step;
 	unsigned i;
 
 	for (i = 0; i < g->n_parts; i++) {
@@ -1024,6 +1143,12 @@ admin_request(struct evhttp_request *req, void *arg)
 	case ADMINREQ_CONNECTION_CLOSE:
 		serve_gathered(a, req, GATHER_CLOSE, &r);
 		break;
+	case ADMINREQ_PAGE:
+		serve_page(req);
+		break;
+	case ADMINREQ_CLOSED:
+		serve_gathered(a, req, GATHER_CLOSED, &r);
+		break;
 	default:
 		reply_text(req, HTTP_NOTFOUND, "Not Found", "not found\n");
 		break;
@@ -1209,8 +1334,8 @@ admin_start(struct worker *const *workers, unsigned n, const struct endpoint *ep
 	}
 	a->running = true;
 	if (ep != NULL)
-		log_info("admin: http://%s/ (/connections /metrics /healthz), at most %u connections",
-		    ep->text, a->ports[PORT_ADMIN].max_conns);
+		log_info("admin: http://%s/ (/ /connections /closed /metrics /healthz), at most %u "
+		    "connections", ep->text, a->ports[PORT_ADMIN].max_conns);
 	if (status_ep != NULL)
 		log_info("status: http://%s/ (/metrics /healthz only), at most %u connections",
 		    status_ep->text, a->ports[PORT_STATUS].max_conns);

@@ -14,6 +14,7 @@
 #include "kaproxy/adminreq.h"
 
 #define METHOD_MAX 16
+_Static_assert(ADMINREQ_CLOSED_MAX == 64, "the /closed limit's refusal names 64");
 
 static int
 refuse(struct adminreq *req, int status, const char *why)
@@ -226,8 +227,12 @@ route_of(const char *at, size_t len, uint64_t *id)
 	static const char prefix[] = "/connections/", suffix[] = "/close";
 	const size_t np = sizeof(prefix) - 1, ns = sizeof(suffix) - 1;
 
+	if (len == 1)
+		return ADMINREQ_PAGE;      /* the target starts with '/' */
 	if (len == 8 && memcmp(at, "/healthz", 8) == 0)
 		return ADMINREQ_HEALTHZ;
+	if (len == 7 && memcmp(at, "/closed", 7) == 0)
+		return ADMINREQ_CLOSED;
 	if (len == 8 && memcmp(at, "/metrics", 8) == 0)
 		return ADMINREQ_METRICS;
 	if (len == 12 && memcmp(at, "/connections", 12) == 0)
@@ -312,6 +317,15 @@ query_pair(const char *at, size_t len, unsigned *seen, struct adminreq *req)
 		req->limit = (unsigned long)n;
 		return 0;
 	}
+	if (req->route == ADMINREQ_CLOSED && klen == 5 && memcmp(at, "limit", 5) == 0) {
+		if (*seen & 2)
+			return refuse(req, 400, "limit is given twice");
+		*seen |= 2;
+		if (!number_ok(value, strlen(value), ADMINREQ_CLOSED_MAX, &n))
+			return refuse(req, 400, "limit must be an integer from 1 to 64");
+		req->limit = (unsigned long)n;
+		return 0;
+	}
 	if (req->route == ADMINREQ_CONNECTION_CLOSE && klen == 3 && memcmp(at, "how", 3) == 0) {
 		if (*seen & 4)
 			return refuse(req, 400, "how is given twice");
@@ -363,9 +377,11 @@ target(const char *at, size_t len, struct adminreq *req)
 	if (q != NULL && !escaped_text_ok(q + 1, len - plen - 1, "/?"))
 		return refuse(req, 400, "the query holds a byte that must be escaped");
 	req->route = route_of(at, plen, &req->id);
+	if (req->route == ADMINREQ_CLOSED)
+		req->limit = ADMINREQ_CLOSED_MAX;
 	switch (req->route) {
 	case ADMINREQ_NONE:
-		return refuse(req, 404, "not found: try /connections, /metrics or /healthz");
+		return refuse(req, 404, "not found: try /, /connections, /closed, /metrics or /healthz");
 	case ADMINREQ_CONNECTION_CLOSE:
 		req->allow = "POST";
 		if (req->method != ADMINREQ_POST)

@@ -815,6 +815,31 @@ session_log(struct session *s, enum teardown teardown, const struct close_facts 
 }
 
 /*
+ * Keep what GET /closed shows of s in its set's ring: a copy into a slot
+ * that was there from the start, once per session, never per byte.
+ */
+static void
+closed_record(struct session *s, enum teardown teardown, const struct close_facts *f)
+{
+	struct session_set *set = s->origin->set;
+	struct session_closed *c = &set->closed[set->closed_total++ % SESSION_CLOSED_MAX];
+
+	c->id = s->id;
+	c->ts_ms = wall_ms();
+	c->duration_ms = now_ms() - s->start_ms;
+	c->bytes_from_client = s->client.bytes_in;
+	c->bytes_to_client = s->upstream.bytes_in;
+	c->detect_ms = f->detect_ms;
+	c->client = s->client_addr;
+	c->reason = s->reason;
+	c->teardown = (uint8_t)teardown;
+	c->worker = (uint16_t)s->origin->worker_index;
+	snprintf(c->listener, sizeof(c->listener), "%s", s->origin->cfg->name);
+	snprintf(c->upstream, sizeof(c->upstream), "%s",
+	    s->attempts > 0 ? current_upstream(s)->text : "");
+}
+
+/*
  * Close the legs as reason and the listener's teardown setting say, and
  * return what was done to the live peer.  A live leg left open is the one a
  * teardown = fin still has to flush and close (see linger_start).
@@ -905,6 +930,7 @@ session_close(struct session *s, enum close_reason reason, struct leg *dead, int
 	teardown = teardown_legs(s, reason, dead);
 	if (logging)
 		session_log(s, teardown, &facts);
+	closed_record(s, teardown, &facts);
 	STAT_ADD(s->origin->stats->closed[reason], 1);
 	if (log_debug_enabled())
 		log_debug("session %llu: closed: %s%s%s, teardown %s", (unsigned long long)s->id,
@@ -948,6 +974,7 @@ session_set_init(struct session_set *set, void (*on_empty)(void *), void *arg)
 	LIST_INIT(&set->cursors);
 	set->count = 0;
 	set->progress_ms = now_ms();
+	set->closed_total = 0;
 	set->on_empty = on_empty;
 	set->on_empty_arg = arg;
 	set->suspects = NULL;
@@ -1242,6 +1269,40 @@ session_view_json(const struct session_view *v, char *buf, size_t size)
 	    v->have_policy[SIDE_CLIENT] ? &v->policy[SIDE_CLIENT] : NULL);
 	json_leg_policy(buf, size, &len, "upstream_policy",
 	    v->have_policy[SIDE_UPSTREAM] ? &v->policy[SIDE_UPSTREAM] : NULL);
+	json_append(buf, size, &len, "}");
+	return len;
+}
+
+const struct session_closed *
+session_set_closed_at(const struct session_set *set, unsigned i)
+{
+	if (i >= SESSION_CLOSED_MAX || i >= set->closed_total)
+		return NULL;
+	return &set->closed[(set->closed_total - 1 - i) % SESSION_CLOSED_MAX];
+}
+
+size_t
+session_closed_json(const struct session_closed *c, char *buf, size_t size)
+{
+	char addr[ENDPOINT_TEXT_MAX];
+	size_t len = 0;
+
+	buf[0] = '\0';
+	endpoint_format((const struct sockaddr *)&c->client, addr, sizeof(addr));
+	json_append(buf, size, &len, "{\"id\":%llu,\"worker\":%u,\"listener\":\"",
+	    (unsigned long long)c->id, (unsigned)c->worker);
+	json_escape(buf, size, &len, c->listener);
+	json_append(buf, size, &len, "\",\"ts_ms\":%llu,\"client\":\"%s\",\"upstream\":\"",
+	    (unsigned long long)c->ts_ms, addr);
+	json_escape(buf, size, &len, c->upstream);
+	json_append(buf, size, &len,
+	    "\",\"duration_ms\":%llu,\"bytes_from_client\":%llu,\"bytes_to_client\":%llu,"
+	    "\"close_reason\":\"%s\",\"teardown\":\"%s\"",
+	    (unsigned long long)c->duration_ms, (unsigned long long)c->bytes_from_client,
+	    (unsigned long long)c->bytes_to_client, reason_name((enum close_reason)c->reason),
+	    reason_teardown_name((enum teardown)c->teardown));
+	if (c->detect_ms >= 0)
+		json_append(buf, size, &len, ",\"detect_ms\":%lld", (long long)c->detect_ms);
 	json_append(buf, size, &len, "}");
 	return len;
 }

@@ -21,6 +21,7 @@
 #define ADMINREQ_NAME_MAX 64       /* ?listener= value, bytes including NUL */
 #define ADMINREQ_LIMIT_DEFAULT 1000
 #define ADMINREQ_LIMIT_MAX 100000
+#define ADMINREQ_CLOSED_MAX 64     /* GET /closed?limit=: the records a worker keeps */
 
 /* adminreq_parse: the head has not ended yet (and is within the limits). */
 #define ADMINREQ_INCOMPLETE (-1)
@@ -33,6 +34,8 @@ enum adminreq_route {
 	ADMINREQ_METRICS,            /* GET /metrics */
 	ADMINREQ_CONNECTIONS,        /* GET /connections[?listener=NAME][&limit=N] */
 	ADMINREQ_CONNECTION_CLOSE,   /* POST /connections/ID/close[?how=rst|fin] */
+	ADMINREQ_PAGE,               /* GET / (no query) */
+	ADMINREQ_CLOSED,             /* GET /closed[?limit=N], N from 1 to ADMINREQ_CLOSED_MAX */
 };
 
 enum adminreq_how { ADMINREQ_HOW_DEFAULT, ADMINREQ_HOW_RST, ADMINREQ_HOW_FIN };
@@ -50,7 +53,8 @@ struct adminreq {
 	int minor;                   /* HTTP/1.minor: 0 or 1 */
 	uint64_t id;                 /* ADMINREQ_CONNECTION_CLOSE: the connection's id */
 	char listener[ADMINREQ_NAME_MAX]; /* ?listener=, "" when absent */
-	unsigned long limit;         /* ?limit=, ADMINREQ_LIMIT_DEFAULT when absent */
+	unsigned long limit;         /* ?limit=, ADMINREQ_LIMIT_DEFAULT when absent
+	                              * (/closed: ADMINREQ_CLOSED_MAX) */
 	enum adminreq_how how;       /* ?how= */
 	const char *allow;           /* 405: the route's methods, for an Allow header */
 	struct adminreq_span host;   /* the Host and Origin header values, for the */

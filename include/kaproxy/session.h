@@ -28,6 +28,28 @@ struct session;
 struct session_cursor;
 struct session_recheck;
 
+/* Close records a set keeps for GET /closed, the newest overwriting the oldest. */
+#define SESSION_CLOSED_MAX 64
+
+/*
+ * What GET /closed shows of an ended session: a copy made once, where
+ * session_close writes the access-log record, into the set's fixed ring.
+ */
+struct session_closed {
+	uint64_t id;
+	uint64_t ts_ms;                      /* wall clock, when it closed */
+	uint64_t duration_ms;
+	uint64_t bytes_from_client;
+	uint64_t bytes_to_client;
+	int64_t detect_ms;                   /* -1 unless a *_timeout could be timed */
+	struct sockaddr_in6 client;          /* also holds a sockaddr_in */
+	uint8_t reason;                      /* enum close_reason */
+	uint8_t teardown;                    /* enum teardown */
+	uint16_t worker;
+	char listener[CONFIG_NAME_MAX];
+	char upstream[ENDPOINT_TEXT_MAX];    /* "" when none was tried */
+};
+
 /*
  * The sessions of one event loop: the list, its count and the admin walks in
  * progress.  Only session_start adds to it and only a session's end removes
@@ -38,6 +60,8 @@ struct session_set {
 	LIST_HEAD(, session_cursor) cursors;
 	uint32_t count;
 	uint64_t progress_ms;       /* monotonic time of the last progress sweep */
+	uint64_t closed_total;      /* sessions ended; the ring holds the last of them */
+	struct session_closed closed[SESSION_CLOSED_MAX]; /* at closed_total % MAX next */
 	void (*on_empty)(void *arg);
 	void *on_empty_arg;
 	/*
@@ -165,6 +189,15 @@ void session_set_progress(struct session_set *set);
  * loop thread.
  */
 int session_set_close_id(struct session_set *set, uint64_t id, bool fin);
+
+/*
+ * The i-th most recent close record of set (0 the newest), or NULL past the
+ * ones it holds.  On set's loop thread.
+ */
+const struct session_closed *session_set_closed_at(const struct session_set *set, unsigned i);
+
+/* Render c as one JSON object; returns the length written into buf (NUL-terminated). */
+size_t session_closed_json(const struct session_closed *c, char *buf, size_t size);
 
 /* Fill v from s, both legs' TCP_INFO read now; on s's loop thread. */
 void session_view(struct session *s, struct session_view *v);

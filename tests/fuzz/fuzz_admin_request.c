@@ -38,6 +38,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	case 0:
 		if (req.head_len < 4 || req.head_len > size || req.head_len > ADMINREQ_MAX_HEAD ||
 		    req.route == ADMINREQ_NONE || req.limit < 1 || req.limit > ADMINREQ_LIMIT_MAX ||
+		    (req.route == ADMINREQ_CLOSED && req.limit > ADMINREQ_CLOSED_MAX) ||
 		    memchr(req.listener, '\0', sizeof(req.listener)) == NULL)
 			abort();
 		break;

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""workers = 2 runs two event loops on SO_REUSEPORT sockets and still behaves as one proxy: connections are spread over both and all forward, /connections and /metrics show every connection whichever loop holds it, max_connections caps the total over both, a reload reaches both, and a drain stops both and exits 0.
+"""workers = 2 runs two event loops on SO_REUSEPORT sockets and still behaves as one proxy: connections are spread over both and all forward, /connections, /closed and /metrics show every connection whichever loop holds it, max_connections caps the total over both, a reload reaches both, and a drain stops both and exits 0.
 """
 import os
 import signal
@@ -41,6 +41,20 @@ def main(t):
 
     for c in clients[:4]:
         c.ok("close")
+
+    # /closed gathers both workers' rings: close one connection held by each.
+    live = admin.json("/connections?limit=1000")
+    picked = [next(c for c in live if c["worker"] == w and c["state"] == "running") for w in (0, 1)]
+    for c in picked:
+        code, body = admin.request("/connections/%d/close" % c["id"], "POST")
+        t.check(code == 200, "closed connection %d on worker %d (%s %s)"
+                % (c["id"], c["worker"], code, body.strip()))
+    closed = admin.json("/closed")
+    by_admin = sorted((r["worker"], r["id"]) for r in closed if r["close_reason"] == "admin")
+    t.check(by_admin == sorted((c["worker"], c["id"]) for c in picked),
+            "/closed lists the close on each worker (%s)" % closed)
+    t.check(all(a["ts_ms"] >= b["ts_ms"] for a, b in zip(closed, closed[1:])),
+            "/closed is newest first (%s)" % [r["ts_ms"] for r in closed])
     px.drain()
     t.wait_kaproxy_exit(15)
     rec = t.access_log.wait(lambda r: r["close_reason"] == "shutdown", 5)

@@ -461,10 +461,11 @@ class Reply:
 
 class Peer(Proc):
     """peer.py in a namespace, driven line by line (see peer.py for commands);
-    script names another helper that answers the same way (bulkpeer.py)."""
+    script names another helper that answers the same way (bulkpeer.py), or
+    command one that is not Python (tests/browser/page-check.js)."""
 
-    def __init__(self, lab, role, argv, name, script=PEER):
-        super().__init__(lab, lab.ns[role], [sys.executable, "-u", script] + argv,
+    def __init__(self, lab, role, argv, name, script=PEER, command=None):
+        super().__init__(lab, lab.ns[role], (command or [sys.executable, "-u", script]) + argv,
                          name, stdin=True, stdout_pipe=True)
         self.role = role
         self.quiet = False      # True: commands and answers are not logged

@@ -34,6 +34,7 @@
 #include "kaproxy/admin.h"
 #include "kaproxy/endpoint.h"
 #include "kaproxy/log.h"
+#include "kaproxy/page.h"
 #include "kaproxy/worker.h"
 
 struct fixture {
@@ -283,6 +284,51 @@ strict_reading_routes_and_refuses(void **state)
 	assert_true(strstr(resp, "ok\n") > second);   /* the HEAD reply had no body */
 }
 
+/*
+ * GET / is the page as embedded, whole, with headers that keep it
+ * self-contained and unframed; GET /closed gathers both workers' (empty)
+ * rings into one array; a foreign Host gets neither.
+ */
+static void
+page_and_closed_served(void **state)
+{
+	struct fixture *f = *state;
+	static char resp[256 * 1024];
+	const char *body;
+
+	assert_int_equal(worker_start(f->workers[1]), 0);
+	start_admin(f);
+	http_raw(f, "GET / HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n", resp,
+	    sizeof(resp));
+	assert_non_null(strstr(resp, " 200 OK\r\n"));
+	assert_non_null(strstr(resp, "Content-Type: text/html; charset=utf-8\r\n"));
+	assert_non_null(strstr(resp, "Content-Security-Policy: default-src 'none';"));
+	assert_non_null(strstr(resp, "connect-src 'self';"));
+	body = strstr(resp, "\r\n\r\n");
+	assert_non_null(body);
+	body += 4;
+	assert_int_equal(strlen(body), page_html_len);
+	assert_memory_equal(body, page_html, page_html_len);
+	assert_non_null(strstr(body, "fetch(path"));
+	/* Nothing loaded from elsewhere. */
+	assert_null(strstr(body, "src=\""));
+	assert_null(strstr(body, "href=\"http"));
+	assert_null(strstr(body, "url("));
+	assert_null(strstr(body, "@import"));
+
+	http_raw(f, "GET /closed?limit=5 HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n",
+	    resp, sizeof(resp));
+	assert_non_null(strstr(resp, " 200 OK\r\n"));
+	assert_non_null(strstr(resp, "Content-Type: application/json\r\n"));
+	assert_null(strstr(resp, "X-Kaproxy-Missing-Workers"));
+	assert_non_null(strstr(resp, "\r\n\r\n[]\n"));
+	http_raw(f, "GET / HTTP/1.1\r\nHost: evil.example:9901\r\nConnection: close\r\n\r\n",
+	    resp, sizeof(resp));
+	assert_non_null(strstr(resp, " 403 Forbidden\r\n"));
+	http_raw(f, "GET /closed?limit=65 HTTP/1.1\r\nHost: {HOST}\r\n\r\n", resp, sizeof(resp));
+	assert_non_null(strstr(resp, " 400 Bad Request\r\n"));
+}
+
 static void
 foreign_host_and_origin_refused(void **state)
 {
@@ -466,6 +512,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(answering_workers_reply_at_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(strict_reading_routes_and_refuses, setup, teardown),
 		cmocka_unit_test_setup_teardown(foreign_host_and_origin_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(page_and_closed_served, setup, teardown),
 		cmocka_unit_test_setup_teardown(cap_refuses_at_once_and_frees_slots, setup, teardown),
 		cmocka_unit_test_setup_teardown(status_serves_probes_and_scrapes_only, setup, teardown),
 		cmocka_unit_test_setup_teardown(status_alone_with_slots_of_its_own, setup, teardown),

@@ -69,6 +69,18 @@ accepted_requests(void **state)
 	assert_memory_equal(req.origin.at, "http://127.0.0.1:9901", req.origin.len);
 	assert_int_equal(parse("POST /connections/42/close HTTP/1.1\r\n\r\n", &req), 0);
 	assert_true(req.id == 42 && req.how == ADMINREQ_HOW_DEFAULT);
+	/* The page, and the recent closes: all a worker keeps, or fewer. */
+	assert_int_equal(parse("GET / HTTP/1.1\r\nHost: localhost:9901\r\n\r\n", &req), 0);
+	assert_int_equal(req.route, ADMINREQ_PAGE);
+	assert_int_equal(parse("HEAD / HTTP/1.1\r\n\r\n", &req), 0);
+	assert_int_equal(req.route, ADMINREQ_PAGE);
+	assert_int_equal(parse("GET /closed HTTP/1.1\r\n\r\n", &req), 0);
+	assert_int_equal(req.route, ADMINREQ_CLOSED);
+	assert_int_equal(req.limit, ADMINREQ_CLOSED_MAX);
+	assert_int_equal(parse("GET /closed?limit=64 HTTP/1.1\r\n\r\n", &req), 0);
+	assert_int_equal(req.limit, 64);
+	assert_int_equal(parse("GET /closed?limit=1 HTTP/1.1\r\n\r\n", &req), 0);
+	assert_int_equal(req.limit, 1);
 }
 
 static void
@@ -126,7 +138,10 @@ refused_requests(void **state)
 		{ "GET /metrics?a=%4 HTTP/1.1\r\n\r\n", 400 },
 		{ "GET /metrics?a=<b> HTTP/1.1\r\n\r\n", 400 },
 		/* paths */
-		{ "GET / HTTP/1.1\r\n\r\n", 404 },
+		{ "GET /%2f HTTP/1.1\r\n\r\n", 404 },
+		{ "GET /closed/ HTTP/1.1\r\n\r\n", 404 },
+		{ "GET /Closed HTTP/1.1\r\n\r\n", 404 },
+		{ "GET /index.html HTTP/1.1\r\n\r\n", 404 },
 		{ "GET /healthz/ HTTP/1.1\r\n\r\n", 404 },
 		{ "GET //healthz HTTP/1.1\r\n\r\n", 404 },
 		{ "GET /%68ealthz HTTP/1.1\r\n\r\n", 404 },
@@ -142,6 +157,8 @@ refused_requests(void **state)
 		{ "get /healthz HTTP/1.1\r\n\r\n", 405 },
 		{ "BREW /healthz HTTP/1.1\r\n\r\n", 405 },
 		{ "GET /connections/1/close HTTP/1.1\r\n\r\n", 405 },
+		{ "POST / HTTP/1.1\r\n\r\n", 405 },
+		{ "POST /closed HTTP/1.1\r\n\r\n", 405 },
 		/* query values, every route */
 		{ "GET /healthz?x=1 HTTP/1.1\r\n\r\n", 400 },
 		{ "GET /metrics?name=x HTTP/1.1\r\n\r\n", 400 },
@@ -170,6 +187,15 @@ refused_requests(void **state)
 		{ "POST /connections/1/close?how=kill HTTP/1.1\r\n\r\n", 400 },
 		{ "POST /connections/1/close?how=rst&how=fin HTTP/1.1\r\n\r\n", 400 },
 		{ "POST /connections/1/close?limit=1 HTTP/1.1\r\n\r\n", 400 },
+		{ "GET /?x=1 HTTP/1.1\r\n\r\n", 400 },
+		{ "GET /?limit=5 HTTP/1.1\r\n\r\n", 400 },
+		{ "GET /closed?limit=0 HTTP/1.1\r\n\r\n", 400 },
+		{ "GET /closed?limit=65 HTTP/1.1\r\n\r\n", 400 },
+		{ "GET /closed?limit=064 HTTP/1.1\r\n\r\n", 400 },
+		{ "GET /closed?limit=5&limit=6 HTTP/1.1\r\n\r\n", 400 },
+		{ "GET /closed?limit= HTTP/1.1\r\n\r\n", 400 },
+		{ "GET /closed?listener=db HTTP/1.1\r\n\r\n", 400 },
+		{ "GET /closed?how=rst HTTP/1.1\r\n\r\n", 400 },
 		/* header lines */
 		{ "GET /healthz HTTP/1.1\r\nHost x\r\n\r\n", 400 },
 		{ "GET /healthz HTTP/1.1\r\nHost : x\r\n\r\n", 400 },

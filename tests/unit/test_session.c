@@ -562,10 +562,17 @@ expect_record(const char *line, const char *reason, const char *teardown, size_t
 static void
 expect_session_record(struct rig *r, const char *reason, const char *teardown, int err)
 {
-	char line[LOG_BUF], value[128];
+	char line[LOG_BUF], value[512];
+	const struct session_closed *closed;
 
 	wait_record(r, line, sizeof(line));
 	expect_record(line, reason, teardown, r->into[SIDE_UPSTREAM].sent, r->into[SIDE_CLIENT].sent);
+	/* GET /closed's ring kept the same close, and only it. */
+	closed = session_set_closed_at(worker_sessions(r->worker), 0);
+	assert_non_null(closed);
+	assert_null(session_set_closed_at(worker_sessions(r->worker), 1));
+	session_closed_json(closed, value, sizeof(value));
+	expect_record(value, reason, teardown, r->into[SIDE_UPSTREAM].sent, r->into[SIDE_CLIENT].sent);
 	if (err != 0)
 		assert_string_equal(field(line, "detail", value, sizeof(value)), strerror(err));
 	else if (strstr(line, "\"detail\":") != NULL)
@@ -983,10 +990,32 @@ idle_spares_traffic(void **state)
 	expect_no_record(r);
 }
 
+/*
+ * GET /closed's ring, newest first: empty at the start, and past
+ * SESSION_CLOSED_MAX closes the oldest ones are the ones overwritten.
+ */
+static void
+closed_ring_order(void **state)
+{
+	static struct session_set set;
+	uint64_t t;
+
+	(void)state;
+	session_set_init(&set, NULL, NULL);
+	assert_null(session_set_closed_at(&set, 0));
+	for (t = 0; t < SESSION_CLOSED_MAX + 6; t++)
+		set.closed[set.closed_total++ % SESSION_CLOSED_MAX].id = t;
+	assert_int_equal(session_set_closed_at(&set, 0)->id, SESSION_CLOSED_MAX + 5);
+	assert_int_equal(session_set_closed_at(&set, 1)->id, SESSION_CLOSED_MAX + 4);
+	assert_int_equal(session_set_closed_at(&set, SESSION_CLOSED_MAX - 1)->id, 6);
+	assert_null(session_set_closed_at(&set, SESSION_CLOSED_MAX));
+}
+
 int
 main(void)
 {
 	static const struct CMUnitTest fixed[] = {
+		cmocka_unit_test(closed_ring_order),
 		cmocka_unit_test_setup_teardown(half_close_client_first, rig_setup, rig_teardown),
 		cmocka_unit_test_setup_teardown(half_close_upstream_first, rig_setup, rig_teardown),
 		cmocka_unit_test_setup_teardown(backpressure_bounded, rig_setup, rig_teardown),
