@@ -13,6 +13,7 @@
  */
 #include <stdarg.h>
 #include <stddef.h>
+#include <errno.h>
 #include <setjmp.h>
 #include <cmocka.h>
 
@@ -172,7 +173,14 @@ http_raw_to(const struct endpoint *ep, const char *raw, char *buf, size_t size)
 	assert_int_equal(write(fd, raw, strlen(raw)), (ssize_t)strlen(raw));
 	while (len < size - 1 && (n = read(fd, buf + len, size - 1 - len)) > 0)
 		len += (size_t)n;
-	assert_int_equal(n, 0);   /* the server closed: no read timeout */
+	/*
+	 * The server closed: no read timeout.  A connection refused at the cap
+	 * is answered and closed at its accept; request bytes that arrive after
+	 * that turn the close into an RST, which may follow the answer.
+	 */
+	if (n == -1 && errno == ECONNRESET && len > 0)
+		n = 0;
+	assert_int_equal(n, 0);
 	buf[len] = '\0';
 	close(fd);
 }
