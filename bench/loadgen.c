@@ -9,7 +9,10 @@
  *   loadgen bulk     -p PORT -c STREAMS -d SECS [-P PID]
  *   loadgen pingpong -p PORT -d SECS [-s SIZE] [-A PID,PID...]
  *   loadgen connrate -p PORT -c CONC -d SECS [-s SIZE]
- *   loadgen idle     -p PORT -n COUNT [-P PID] [-S SETTLE_MS]
+ *   loadgen idle     -p PORT -n COUNT [-P PID] [-S SETTLE_MS] [-x]
+ *
+ * -x (wait, idle): each connection first says a PROXY v1 header, as a load
+ * balancer in front of a proxy with accept_proxy does.
  *
  * Wire protocol with the server: the first byte a client sends picks the
  * connection's mode: 'S' = sink (read and discard), 'E' = echo (every later
@@ -66,6 +69,7 @@ struct opts {
 	char *pin;       /* pingpong: comma-separated pids to pin with us */
 	int settle_ms;   /* idle: wait before reading memory */
 	int timeout_ms;  /* wait: give up after */
+	int proxy_v1;    /* idle: say a PROXY v1 header first (accept_proxy) */
 };
 
 static void unpin_all(void);
@@ -539,8 +543,24 @@ cmd_server(struct opts *o)
 
 /* ---- wait: the target accepts and echoes end to end ---- */
 
+/* The header a load balancer in front would send, naming this connection. */
 static int
-probe(int port)
+say_proxy_v1(int fd, int port)
+{
+	struct sockaddr_in me;
+	socklen_t len = sizeof(me);
+	char hdr[64];
+	int n;
+
+	if (getsockname(fd, (struct sockaddr *)&me, &len) == -1)
+		return -1;
+	n = snprintf(hdr, sizeof(hdr), "PROXY TCP4 127.0.0.1 127.0.0.1 %u %d\r\n",
+	    ntohs(me.sin_port), port);
+	return write_all(fd, hdr, (size_t)n);
+}
+
+static int
+probe(int port, int proxy_v1)
 {
 	char out[5] = { MODE_ECHO, 'p', 'i', 'n', 'g' }, in[4];
 	struct timeval tv = { 2, 0 };
@@ -549,7 +569,8 @@ probe(int port)
 	if ((fd = dial(port)) == -1)
 		return -1;
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	ok = write_all(fd, out, sizeof(out)) == 0 &&
+	ok = (!proxy_v1 || say_proxy_v1(fd, port) == 0) &&
+	    write_all(fd, out, sizeof(out)) == 0 &&
 	    read_all(fd, in, sizeof(in)) == 0 && memcmp(in, out + 1, 4) == 0;
 	close(fd);
 	return ok ? 0 : -1;
@@ -560,7 +581,7 @@ cmd_wait(struct opts *o)
 {
 	double end = now() + o->timeout_ms / 1000.0;
 
-	while (probe(o->port) == -1) {
+	while (probe(o->port, o->proxy_v1) == -1) {
 		if (now() > end) {
 			fprintf(stderr, "loadgen: nothing echoes on 127.0.0.1:%d\n", o->port);
 			return 1;
@@ -897,7 +918,8 @@ cmd_idle(struct opts *o)
 			break;
 		}
 		setsockopt(fds[n], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-		if (write_all(fds[n], out, 2) == -1 || read_all(fds[n], in, 1) == -1) {
+		if ((o->proxy_v1 && say_proxy_v1(fds[n], o->port) == -1) ||
+		    write_all(fds[n], out, 2) == -1 || read_all(fds[n], in, 1) == -1) {
 			stopped = errno ? strerror(errno) : "EOF";
 			close(fds[n]);
 			break;
@@ -926,18 +948,18 @@ usage(void)
 {
 	fprintf(stderr,
 	    "usage: loadgen server   -p PORT [-t THREADS]\n"
-	    "       loadgen wait     -p PORT [-T MS]\n"
+	    "       loadgen wait     -p PORT [-T MS] [-x]\n"
 	    "       loadgen bulk     -p PORT [-c STREAMS] [-d SECS] [-P PID]\n"
 	    "       loadgen pingpong -p PORT [-d SECS] [-s SIZE] [-A PID,PID...]\n"
 	    "       loadgen connrate -p PORT [-c CONC] [-d SECS] [-s SIZE]\n"
-	    "       loadgen idle     -p PORT [-n COUNT] [-P PID] [-S SETTLE_MS]\n");
+	    "       loadgen idle     -p PORT [-n COUNT] [-P PID] [-S SETTLE_MS] [-x]\n");
 	exit(2);
 }
 
 int
 main(int argc, char **argv)
 {
-	struct opts o = { 0, 2, 1.0, 64, 1000, 0, NULL, 1000, 5000 };
+	struct opts o = { 0, 2, 1.0, 64, 1000, 0, NULL, 1000, 5000, 0 };
 	const char *cmd;
 	int ch;
 
@@ -945,7 +967,7 @@ main(int argc, char **argv)
 		usage();
 	cmd = argv[1];
 	optind = 2;
-	while ((ch = getopt(argc, argv, "p:t:c:d:s:n:P:S:T:A:")) != -1) {
+	while ((ch = getopt(argc, argv, "p:t:c:d:s:n:P:S:T:A:x")) != -1) {
 		switch (ch) {
 		case 'p': o.port = atoi(optarg); break;
 		case 't': case 'c': o.threads = atoi(optarg); break;
@@ -956,6 +978,7 @@ main(int argc, char **argv)
 		case 'S': o.settle_ms = atoi(optarg); break;
 		case 'T': o.timeout_ms = atoi(optarg); break;
 		case 'A': o.pin = optarg; break;
+		case 'x': o.proxy_v1 = 1; break;
 		default: usage();
 		}
 	}
