@@ -6,7 +6,8 @@
 # (tests/package/kubernetes-check.py) needs python3-yaml.
 # The page's browser test (tests/integration/49-page-browser.py) needs
 # Debian's chromium, node and npm, and playwright-core from
-# tests/browser/package-lock.json (npm ci, below).
+# tests/browser/package-lock.json (npm ci, below).  Scenario 51 compares
+# kaproxy with HAProxy, nginx's stream module and socat, so it needs all three.
 # Needs root (apt-get).  Safe to run again: apt-get skips what is there.
 set -euo pipefail
 if [ "$(id -u)" != 0 ]; then
@@ -19,7 +20,7 @@ apt-get install -y -qq --no-install-recommends \
 	build-essential cmake pkg-config \
 	libevent-dev libinih-dev libcmocka-dev \
 	python3 python3-yaml iproute2 iptables conntrack tshark procps psmisc curl \
-	valgrind haproxy socat iperf3 prometheus \
+	valgrind haproxy socat nginx libnginx-mod-stream iperf3 prometheus \
 	dpkg-dev systemd man-db chromium fonts-dejavu-core >/dev/null
 # node and npm: Debian's, unless some node is there already (a NodeSource
 # nodejs carries its own npm, which Debian's npm package would conflict with).

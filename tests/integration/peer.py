@@ -14,8 +14,9 @@ Commands (T = timeout in seconds, default 10):
   send N [T]           -> OK sent=N sha=..      | ERR sent=K errno=NAME|TIMEOUT
   expect N [T]         -> OK got=N sha=..       | ERR got=K why=EOF|RESET|TIMEOUT|MISMATCH|errno
   shutdown_wr          -> OK                    (shutdown(SHUT_WR): send FIN, keep reading)
-  wait_close [T]       -> EOF|RESET|TIMEOUT|ERROR extra=K [errno=NAME]
-                          (reads until end of stream; extra = bytes that still arrived)
+  wait_close [T]       -> EOF|RESET|TIMEOUT|ERROR extra=K ms=M [errno=NAME]
+                          (reads until end of stream; extra = bytes that still arrived,
+                          M = milliseconds from the command to the end)
   close                -> OK                    (close(): FIN, or RST if data is unread)
   rst_close            -> OK                    (SO_LINGER {1,0} then close(): RST)
   rcvbuf N             -> OK rcvbuf=K           (SO_RCVBUF N: a window that stays small,
@@ -202,23 +203,27 @@ class PeerProc:
 
     def do_wait_close(self, t="10"):
         c = self.conn()
-        deadline = time.monotonic() + float(t)
+        start = time.monotonic()
+        deadline = start + float(t)
         extra = 0
+
+        def end(what):
+            return "%s extra=%d ms=%d" % (what, extra, (time.monotonic() - start) * 1000)
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                return "TIMEOUT extra=%d" % extra
+                return end("TIMEOUT")
             r, _, _ = select.select([c.sock], [], [], left)
             if not r:
                 continue
             try:
                 chunk = c.sock.recv(262144)
             except ConnectionResetError:
-                return "RESET extra=%d errno=ECONNRESET" % extra
+                return end("RESET") + " errno=ECONNRESET"
             except OSError as e:
-                return "ERROR extra=%d errno=%s" % (extra, errname(e))
+                return end("ERROR") + " errno=%s" % errname(e)
             if not chunk:
-                return "EOF extra=%d" % extra
+                return end("EOF")
             extra += len(chunk)
             c.received += len(chunk)
 
