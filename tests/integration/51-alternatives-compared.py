@@ -1,11 +1,18 @@
 #!/usr/bin/env python3
 """The same dead peer, through kaproxy and through the alternatives Debian ships: HAProxy 2.6, nginx 1.22's stream module and socat 1.7, side by side, each given the shortest keepalive policy it can express on each leg (idle 2 s, interval 1 s, 2 probes: a dead peer is known within 4 s).  This is the evidence behind the README's "Why kaproxy" table, which quotes the outcomes asserted here.
 
-Two situations, each hitting all four proxies at the same moment:
+Four situations, each hitting all four proxies at the same moment:
+  server powered off after a reload
+                      connected under a 60 s/10 s/6 policy, the files changed
+                      to the short one and each proxy reloaded as its manual
+                      says; then the server goes silent: does the change reach
+                      the connection that was already open?
   server powered off  the server namespace drops everything while every
                       connection is idle; what does each client see, and when?
   client powered off  the client namespace drops everything; what does each
                       server see, and when?
+  server rebooted     the server comes back without state and answers the
+                      next probe with RST
 For each proxy the survivor's socket tells how it learned (RST, FIN, or
 nothing within 12 s) and the proxy's own log tells what it recorded.  A
 proxy whose behaviour differs from what EXPECT says fails the scenario, so
@@ -19,29 +26,41 @@ four servers' sockets can be watched at once:
 import os
 import re
 import shutil
+import signal
 import time
 
 import lab
 
 POLICY = (2, 1, 2)                       # idle, interval, count on both legs
 BOUND = lab.worst_case_s(POLICY)         # 4 s
+LONG = (60, 10, 6)                       # what kaproxy, HAProxy and nginx start with
 WAIT = 12                                # how long a survivor waits for news
 PROXIES = ("kaproxy", "haproxy", "nginx", "socat")
 LISTEN = {"kaproxy": 7000, "haproxy": 7100, "nginx": 7200, "socat": 7300}
 SERVER = {"kaproxy": 7001, "haproxy": 7002, "nginx": 7003, "socat": 7004}
 
-SITUATIONS = (("server powered off", "server"), ("client powered off", "client"),
+SITUATIONS = (("server powered off after a reload", "server"),
+              ("server powered off", "server"), ("client powered off", "client"),
               ("server rebooted", "server"))
 # The bound on when the survivor learns, and the earliest allowed: a silent
 # peer is known after idle + interval * count; a rebooted one answers the
 # first probe, sent at idle, with RST.
-BOUNDS = {"server powered off": (BOUND, BOUND - POLICY[1] * POLICY[2] - 0.5),
+BOUNDS = {"server powered off after a reload": (BOUND, BOUND - POLICY[1] * POLICY[2] - 0.5),
+          "server powered off": (BOUND, BOUND - POLICY[1] * POLICY[2] - 0.5),
           "client powered off": (BOUND, BOUND - POLICY[1] * POLICY[2] - 0.5),
           "server rebooted": (POLICY[0], None)}
 
 # What the survivor's socket sees (RESET, EOF or TIMEOUT = nothing within
 # WAIT), and whether it comes within the policy's bound, per situation.
 EXPECT = {
+    # Connected under LONG, the file changed to POLICY and reloaded (socat,
+    # which has no reload, runs POLICY from the start and is the control).
+    "server powered off after a reload": {
+        "kaproxy": ("RESET", True),
+        "haproxy": ("TIMEOUT", False),   # the old worker keeps the old policy
+        "nginx": ("TIMEOUT", False),
+        "socat": ("EOF", True),
+    },
     "server powered off": {
         "kaproxy": ("RESET", True),
         "haproxy": ("EOF", True),
@@ -65,6 +84,8 @@ EXPECT = {
 # What each proxy's own log says of the connection: kaproxy's close_reason,
 # HAProxy's termination state, nginx's $status, socat's error message.
 LOGGED = {
+    "server powered off after a reload": {"kaproxy": "upstream_timeout", "haproxy": None,
+                                          "nginx": None, "socat": "Connection timed out"},
     "server powered off": {"kaproxy": "upstream_timeout", "haproxy": "SD", "nginx": "200",
                            "socat": "Connection timed out"},
     "client powered off": {"kaproxy": "client_timeout", "haproxy": "CD", "nginx": "200",
@@ -72,11 +93,12 @@ LOGGED = {
     "server rebooted": {"kaproxy": "upstream_reset", "haproxy": "SD", "nginx": None,
                         "socat": "Connection reset by peer"},
 }
-# (nginx logs a session when it ends; it never learned that this one's
-# server was gone, and its fast shutdown (SIGTERM) writes no line.)
+# (HAProxy and nginx log a session when it ends; they never learned that
+# these servers were gone, and their fast shutdown (SIGTERM) writes no line.)
 
 HAPROXY_CFG = """
 global
+    master-worker
     log stdout format raw local0
 defaults
     mode tcp
@@ -120,49 +142,88 @@ stream {{
 """
 
 
-def need(tool, package):
-    if not shutil.which(tool):
-        raise lab.Failure("%s is not installed (tools/install-deps.sh installs %s)"
-                          % (tool, package))
+class Alternatives:
+    """The four proxies, their configuration files, and how each reloads."""
 
+    def __init__(self, t):
+        self.t = t
+        for tool, package in (("haproxy", "haproxy"), ("socat", "socat"),
+                              ("nginx", "nginx and libnginx-mod-stream")):
+            if not shutil.which(tool):
+                raise lab.Failure("%s is not installed (tools/install-deps.sh installs %s)"
+                                  % (tool, package))
+        self.haproxy_cfg = os.path.join(t.dir, "haproxy.cfg")
+        self.nginx_conf = os.path.join(t.dir, "nginx.conf")
+        self.procs = {}
 
-def start_proxies(t):
-    idle, intvl, cnt = POLICY
-    fmt = dict(idle=idle, intvl=intvl, cnt=cnt, pc=lab.PROXY_CLIENT_IP, srv=lab.SERVER_IP,
-               dir=t.dir)
-    procs = {}
-    procs["kaproxy"] = t.start_kaproxy(
-        {"k": lab.listener(listen="%s:%d" % (lab.PROXY_CLIENT_IP, LISTEN["kaproxy"]),
-                           upstream="%s:%d" % (lab.SERVER_IP, SERVER["kaproxy"]),
-                           client=POLICY, upstream_policy=POLICY,
-                           upstream_recheck_on_death="off")})
+    def kaproxy_listeners(self, policy):
+        return {"k": lab.listener(listen="%s:%d" % (lab.PROXY_CLIENT_IP, LISTEN["kaproxy"]),
+                                  upstream="%s:%d" % (lab.SERVER_IP, SERVER["kaproxy"]),
+                                  client=policy, upstream_policy=policy,
+                                  upstream_recheck_on_death="off")}
 
-    need("haproxy", "haproxy")
-    path = os.path.join(t.dir, "haproxy.cfg")
-    with open(path, "w") as f:
-        f.write(HAPROXY_CFG.format(listen=LISTEN["haproxy"], port=SERVER["haproxy"], **fmt))
-    r = t.run("proxy", ["haproxy", "-c", "-f", path], check=False)
-    t.check(r.returncode == 0, "haproxy -c accepts the config (%s)" % (r.stdout + r.stderr))
-    procs["haproxy"] = t.spawn("proxy", ["haproxy", "-db", "-f", path], "haproxy")
+    def write(self, policy):
+        """Write HAProxy's and nginx's files for policy, each checked by its
+        own -c / -t first."""
+        t = self.t
+        idle, intvl, cnt = policy
+        fmt = dict(idle=idle, intvl=intvl, cnt=cnt, pc=lab.PROXY_CLIENT_IP, srv=lab.SERVER_IP,
+                   dir=t.dir)
+        with open(self.haproxy_cfg, "w") as f:
+            f.write(HAPROXY_CFG.format(listen=LISTEN["haproxy"], port=SERVER["haproxy"], **fmt))
+        r = t.run("proxy", ["haproxy", "-c", "-f", self.haproxy_cfg], check=False)
+        t.check(r.returncode == 0, "haproxy -c accepts the config (%s)" % (r.stdout + r.stderr))
+        with open(self.nginx_conf, "w") as f:
+            f.write(NGINX_CONF.format(listen=LISTEN["nginx"], port=SERVER["nginx"], **fmt))
+        r = t.run("proxy", ["nginx", "-t", "-e", "stderr", "-c", self.nginx_conf], check=False)
+        t.check(r.returncode == 0, "nginx -t accepts the config (%s)" % (r.stdout + r.stderr))
 
-    need("nginx", "nginx and libnginx-mod-stream")
-    path = os.path.join(t.dir, "nginx.conf")
-    with open(path, "w") as f:
-        f.write(NGINX_CONF.format(listen=LISTEN["nginx"], port=SERVER["nginx"], **fmt))
-    r = t.run("proxy", ["nginx", "-t", "-e", "stderr", "-c", path], check=False)
-    t.check(r.returncode == 0, "nginx -t accepts the config (%s)" % (r.stdout + r.stderr))
-    procs["nginx"] = t.spawn("proxy", ["nginx", "-e", "stderr", "-c", path], "nginx")
+    def start(self, policy):
+        t, procs = self.t, self.procs
+        procs["kaproxy"] = t.start_kaproxy(self.kaproxy_listeners(policy))
+        self.write(policy)
+        procs["haproxy"] = t.spawn("proxy", ["haproxy", "-db", "-f", self.haproxy_cfg],
+                                   "haproxy")
+        procs["nginx"] = t.spawn("proxy", ["nginx", "-e", "stderr", "-c", self.nginx_conf],
+                                 "nginx")
+        # socat has no reload: it runs the short policy from the start.
+        ka = "keepalive,keepidle=%d,keepintvl=%d,keepcnt=%d" % POLICY
+        procs["socat"] = t.spawn("proxy", [
+            "socat", "-d", "-d",
+            "TCP-LISTEN:%d,bind=%s,reuseaddr,fork,%s" % (LISTEN["socat"], lab.PROXY_CLIENT_IP,
+                                                         ka),
+            "TCP:%s:%d,%s" % (lab.SERVER_IP, SERVER["socat"], ka)], "socat")
+        # HAProxy's and nginx's listening sockets are their workers', so
+        # look at the namespace's table (each must still be running).
+        for name in ("haproxy", "nginx", "socat"):
+            addr = "%s:%d" % (lab.PROXY_CLIENT_IP, LISTEN[name])
 
-    need("socat", "socat")
-    ka = "keepalive,keepidle=%d,keepintvl=%d,keepcnt=%d" % POLICY
-    procs["socat"] = t.spawn("proxy", [
-        "socat", "-d", "-d",
-        "TCP-LISTEN:%d,bind=%s,reuseaddr,fork,%s" % (LISTEN["socat"], lab.PROXY_CLIENT_IP, ka),
-        "TCP:%s:%d,%s" % (lab.SERVER_IP, SERVER["socat"], ka)], "socat")
+            def listening():
+                if not procs[name].alive():
+                    raise lab.Failure("%s exited: %s" % (name, procs[name].stderr_text()))
+                return any(s["local"] == addr and s["state"] == "LISTEN"
+                           for s in lab.proc_tcp(procs[name].pid))
+            lab.wait_until(listening, 15, "%s to listen on %s" % (name, addr))
 
-    for name in ("haproxy", "nginx", "socat"):
-        t.wait_listening(procs[name], ["%s:%d" % (lab.PROXY_CLIENT_IP, LISTEN[name])])
-    return procs
+    def reload(self, policy):
+        """Each reloads the way its manual says: kaproxy and nginx on SIGHUP,
+        HAProxy's master on SIGUSR2.  Returns once each says it has."""
+        t, procs = self.t, self.procs
+        self.write(policy)
+        loaded = procs["haproxy"].stderr_text(None).count("Loading success")
+        procs["kaproxy"].reload(t.kaproxy_ini(self.kaproxy_listeners(policy)))
+        os.kill(procs["haproxy"].pid, signal.SIGUSR2)
+        os.kill(procs["nginx"].pid, signal.SIGHUP)
+        procs["kaproxy"].wait_log("reloaded")
+        lab.wait_until(lambda: procs["haproxy"].stderr_text(None).count("Loading success")
+                       > loaded, 10, "HAProxy's master to say 'Loading success'")
+        lab.wait_until(lambda: "gracefully shutting down" in text(
+            os.path.join(t.dir, "nginx-error.log")), 10, "nginx's old worker to step down")
+
+    def stop(self):
+        for name, p in self.procs.items():
+            if name != "kaproxy":
+                p.stop()
 
 
 def connect_all(t, servers, tag):
@@ -252,23 +313,24 @@ def socat_said(log, client):
 def main(t):
     servers = {name: t.server(listen="%s:%d" % (lab.SERVER_IP, SERVER[name]),
                               name="server-%s" % name) for name in PROXIES}
-    procs = start_proxies(t)
+    alt = Alternatives(t)
+    alt.start(LONG)
     clients = {}      # situation -> {proxy: the client's address}
 
     for situation, dead in SITUATIONS:
-        pairs = connect_all(t, servers, situation.split()[0][0] + situation.split()[-1][0])
+        pairs = connect_all(t, servers, "".join(w[0] for w in situation.split()))
         clients[situation] = {name: pairs[name].ok("info")["local"] for name in PROXIES}
+        if situation.endswith("reload"):
+            alt.reload(POLICY)
         survivors = servers if dead == "client" else pairs
         seen = survive(t, situation, survivors, dead)
         check_outcomes(t, situation, seen)
 
     # What each one recorded about why, once each has written its lines.
-    for p in procs.values():
-        if p is not procs["kaproxy"]:
-            p.stop()
-    logs = {"haproxy": (text(procs["haproxy"].out_path), haproxy_said),
+    alt.stop()
+    logs = {"haproxy": (text(alt.procs["haproxy"].out_path), haproxy_said),
             "nginx": (text(os.path.join(t.dir, "nginx-access.log")), nginx_said),
-            "socat": (procs["socat"].stderr_text(None), socat_said)}
+            "socat": (alt.procs["socat"].stderr_text(None), socat_said)}
     for situation, _ in SITUATIONS:
         rec = t.access_log.of("k", 5, client=clients[situation]["kaproxy"])
         want = LOGGED[situation]["kaproxy"]
