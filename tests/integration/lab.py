@@ -1302,6 +1302,13 @@ class Lab:
                         p.stop(signal.SIGKILL, timeout=3)
             except Exception as e:
                 log("cleanup: %s pid %d: %s" % (p.name, p.pid, e))
+            # Each process leads a session of its own: whatever it forked
+            # (nginx's workers, socat's children) goes with it, and nothing
+            # else can be in that group.
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
             p._close_files()
         for ns in reversed(self._created):
             sh(["ip", "netns", "del", ns], check=False)
