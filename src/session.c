@@ -845,9 +845,8 @@ closed_record(struct session *s, enum teardown teardown, const struct close_fact
  * teardown = fin still has to flush and close (see linger_start).
  */
 static enum teardown
-teardown_legs(struct session *s, enum close_reason reason, struct leg *dead)
+teardown_legs(struct session *s, enum close_reason reason, struct leg *dead, bool fin)
 {
-	bool fin = reason == REASON_ADMIN ? s->admin_fin : s->origin->cfg->teardown == TEARDOWN_FIN;
 	struct leg *live;
 
 	if (dead != NULL) {
@@ -901,6 +900,25 @@ linger_start(struct session *s, struct leg *live)
 }
 
 /*
+ * The access log counts bytes delivered, not read: what a leg's pipe still
+ * holds is dropped with the session, unless a fin teardown is about to flush
+ * the dead peer's last bytes to the live one (linger_start).
+ */
+static void
+uncount_dropped(struct session *s, const struct leg *dead, bool fin)
+{
+	struct leg *legs[] = { &s->client, &s->upstream };
+	size_t i;
+
+	for (i = 0; i < sizeof(legs) / sizeof(legs[0]); i++) {
+		struct leg *l = legs[i];
+
+		if (!(fin && l == dead && leg_peer(l)->pump.fd >= 0))
+			l->bytes_in -= l->pump.pipe_len;
+	}
+}
+
+/*
  * End a session: reason is why, dead the leg whose peer was found dead (or
  * NULL), err the errno behind it.  Tears the other leg down per the
  * listener's teardown, logs, counts, frees (or lingers for teardown = fin).
@@ -912,6 +930,7 @@ session_close(struct session *s, enum close_reason reason, struct leg *dead, int
 	struct close_facts facts;
 	enum teardown teardown;
 	struct leg *live = dead != NULL ? leg_peer(dead) : NULL;
+	bool fin = reason == REASON_ADMIN ? s->admin_fin : s->origin->cfg->teardown == TEARDOWN_FIN;
 
 	if (s->state == STATE_LINGER)
 		return;
@@ -927,7 +946,8 @@ session_close(struct session *s, enum close_reason reason, struct leg *dead, int
 	if (reason == REASON_UPSTREAM_TIMEOUT &&
 	    (facts.peer_state == NULL || strcmp(facts.peer_state, "not_reading") != 0))
 		suspect_mark(s);
-	teardown = teardown_legs(s, reason, dead);
+	uncount_dropped(s, dead, fin);
+	teardown = teardown_legs(s, reason, dead, fin);
 	if (logging)
 		session_log(s, teardown, &facts);
 	closed_record(s, teardown, &facts);

@@ -687,6 +687,34 @@ backpressure_bounded(void **state)
 	expect_session_record(r, "upstream_fin", "none", 0);
 }
 
+/*
+ * The record counts what reached the client, not what the proxy read: a
+ * client that does not read holds a pipe of the upstream's bytes in the
+ * proxy; when the upstream then dies with RST, that pipe is dropped with
+ * the session and bytes_to_client is exactly what was written to the
+ * client leg (read by the client, or still queued in its two sockets).
+ */
+static void
+dropped_pipe_not_counted(void **state)
+{
+	struct rig *r = *state;
+	int client, client_leg;
+	size_t delivered;
+
+	proxy_start(r, true, "");
+	open_stalled_session(r);
+	client = r->fd[SIDE_CLIENT];
+	client_leg = proxy_end(client);
+	expect_one_pipe(r, client_leg, proxy_end(r->fd[SIDE_UPSTREAM]));
+	delivered = r->into[SIDE_CLIENT].received + queued(client, SIOCINQ) +
+	    queued(client_leg, SIOCOUTQ);
+	/* The client reads nothing until the record is out: nothing else moves. */
+	close_rst(r, SIDE_UPSTREAM);
+	r->into[SIDE_CLIENT].sent = delivered;
+	expect_session_record(r, "upstream_reset", "rst", ECONNRESET);
+	expect_seen(r, SIDE_CLIENT, SLACK_MS, SEEN_RST);
+}
+
 /* How a table row's session ends. */
 enum ending {
 	END_UPSTREAM_RESET,   /* the upstream sends OWED bytes, then RST */
@@ -1019,6 +1047,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(half_close_client_first, rig_setup, rig_teardown),
 		cmocka_unit_test_setup_teardown(half_close_upstream_first, rig_setup, rig_teardown),
 		cmocka_unit_test_setup_teardown(backpressure_bounded, rig_setup, rig_teardown),
+		cmocka_unit_test_setup_teardown(dropped_pipe_not_counted, rig_setup, rig_teardown),
 		cmocka_unit_test_setup_teardown(idle_closes_quiet, rig_setup, rig_teardown),
 		cmocka_unit_test_setup_teardown(idle_spares_traffic, rig_setup, rig_teardown),
 		cmocka_unit_test_setup_teardown(fin_delivers_owed, rig_setup, rig_teardown),
