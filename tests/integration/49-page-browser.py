@@ -5,16 +5,12 @@ A missing chromium or playwright-core (`npm ci` in tests/browser) is a failure, 
 """
 import os
 import re
-import shutil
 import time
 
 import lab
 
 UPSTREAM = (2, 1, 4)   # idle 2 s, probes at 2, 3, 4, 5 s, dead at 6 s
 CLIENT = (30, 5, 3)
-HERE = os.path.dirname(os.path.abspath(__file__))
-BROWSER_DIR = os.path.join(os.path.dirname(HERE), "browser")
-DRIVER = os.path.join(BROWSER_DIR, "page-check.js")
 
 
 def countdown_s(leg):
@@ -24,12 +20,6 @@ def countdown_s(leg):
 
 
 def main(t):
-    chromium = os.environ.get("KAPROXY_CHROMIUM", "/usr/bin/chromium")
-    t.check(os.access(chromium, os.X_OK),
-            "chromium at %s (tools/install-deps.sh installs Debian's chromium)" % chromium)
-    t.check(shutil.which("node") is not None, "node is installed")
-    t.check(os.path.isdir(os.path.join(BROWSER_DIR, "node_modules", "playwright-core")),
-            "playwright-core is installed (cd tests/browser && npm ci)")
     shots = os.environ.get("KAPROXY_PAGE_SHOTS") or t.dir
     os.makedirs(shots, exist_ok=True)
 
@@ -43,8 +33,7 @@ def main(t):
     t.check(len(conns) == 1, "one live connection (%s)" % conns)
     cid = conns[0]["id"]
 
-    browser = lab.Peer(t, "proxy", [], "browser", command=["node", DRIVER])
-    t.check(browser.reply(10).status == "READY", "the browser driver starts")
+    browser = t.browser()
     browser.ok("open http://%s/ 30" % lab.ADMIN_LISTEN, timeout=40)
     browser.ok("row %d 5" % cid, timeout=10)
     r = browser.ok("leg %d upstream ok 0 5" % cid, timeout=10)

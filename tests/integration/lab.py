@@ -62,6 +62,8 @@ import traceback
 HERE = os.path.dirname(os.path.abspath(__file__))
 PEER = os.path.join(HERE, "peer.py")
 CROWD = os.path.join(HERE, "crowd.py")
+BROWSER_DIR = os.path.join(os.path.dirname(HERE), "browser")
+BROWSER_DRIVER = os.path.join(BROWSER_DIR, "page-check.js")
 SKIP = 77
 
 NS_PREFIX = "kpx-"
@@ -987,6 +989,21 @@ class Lab:
         r = p.reply(10)
         if r.status != "READY":
             raise Failure("%s did not start: %r" % (name, r.raw))
+        return p
+
+    def browser(self, name="browser"):
+        """tests/browser/page-check.js in the proxy namespace, started and
+        READY: Debian's chromium ($KAPROXY_CHROMIUM, else /usr/bin/chromium)
+        driven through playwright-core.  A missing chromium, node or
+        playwright-core (`npm ci` in tests/browser) is a failure, not a skip."""
+        chromium = os.environ.get("KAPROXY_CHROMIUM", "/usr/bin/chromium")
+        self.check(os.access(chromium, os.X_OK),
+                   "chromium at %s (tools/install-deps.sh installs Debian's chromium)" % chromium)
+        self.check(shutil.which("node") is not None, "node is installed")
+        self.check(os.path.isdir(os.path.join(BROWSER_DIR, "node_modules", "playwright-core")),
+                   "playwright-core is installed (cd tests/browser && npm ci)")
+        p = Peer(self, "proxy", [], name, command=["node", BROWSER_DRIVER])
+        self.check(p.reply(10).status == "READY", "the browser driver starts")
         return p
 
     def server(self, listen="%s:7001" % SERVER_IP, name="server", backlog=16):
