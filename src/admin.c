@@ -1051,7 +1051,10 @@ own_host(const struct admin_conn *c, const struct adminreq *r)
 	return host_is_own(c, r->host.at, r->host.len);
 }
 
-/* A POST from a browser carries Origin: it must be this endpoint's own. */
+/*
+ * A browser names the page behind any cross-origin request (and behind
+ * every POST) in Origin: it must be this endpoint's own.
+ */
 static bool
 own_origin(const struct admin_conn *c, const struct adminreq *r)
 {
@@ -1120,7 +1123,12 @@ admin_request(struct evhttp_request *req, void *arg)
 		refuse_request(port, req, 403, &r);
 		return;
 	}
-	if (r.method == ADMINREQ_POST && r.origin.len > 0 && !own_origin(c, &r)) {
+	/*
+	 * A GET from another page is refused too: CORS would keep the answer
+	 * from that page, but the client addresses in it need not reach the
+	 * browser at all.
+	 */
+	if (!port->status && r.origin.len > 0 && !own_origin(c, &r)) {
 		r.why = "Origin is not this endpoint (cross-site request?)";
 		refuse_request(port, req, 403, &r);
 		return;

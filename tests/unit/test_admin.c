@@ -367,6 +367,13 @@ foreign_host_and_origin_refused(void **state)
 	http_raw(f, "POST /connections/7/close HTTP/1.1\r\nHost: {HOST}\r\n"
 	    "Origin: null\r\nConnection: close\r\n\r\n", resp, sizeof(resp));
 	assert_non_null(strstr(resp, " 403 Forbidden\r\n"));
+	/* A cross-origin GET is refused as well: the list never reaches that browser. */
+	http_raw(f, "GET /connections HTTP/1.1\r\nHost: {HOST}\r\n"
+	    "Origin: http://evil.example\r\nConnection: close\r\n\r\n", resp, sizeof(resp));
+	assert_non_null(strstr(resp, " 403 Forbidden\r\n"));
+	http_raw(f, "GET /connections HTTP/1.1\r\nHost: {HOST}\r\n"
+	    "Origin: http://{HOST}\r\nConnection: close\r\n\r\n", resp, sizeof(resp));
+	assert_non_null(strstr(resp, " 200 OK\r\n"));
 	/* Its own origin passes; no worker has connection 7. */
 	http_raw(f, "POST /connections/7/close HTTP/1.1\r\nHost: {HOST}\r\n"
 	    "Origin: http://{HOST}\r\nConnection: close\r\n\r\n", resp, sizeof(resp));
