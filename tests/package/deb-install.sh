@@ -10,7 +10,8 @@
 #    logrotate rule (both conffiles, nothing else), both manual pages
 #    gzip-compressed; each file's bytes are the source tree's;
 #  - Depends names exactly the packages that ship the libraries in the
-#    binary's NEEDED entries (objdump -p, then dpkg -S on this machine);
+#    binary's NEEDED entries (objdump -p, then dpkg -S on this machine),
+#    and procps for the unit's ExecReload (/bin/kill);
 #  - dpkg installs it into a private root (dpkg --root, its own database
 #    seeded with this machine's entries for those packages, so dependencies
 #    are checked but nothing outside the root is touched); the ExecStartPre
@@ -112,8 +113,8 @@ if readelf -S --wide "$bin" | grep -Eq '\.(symtab|debug_info) '; then
 	fail "/usr/sbin/kaproxy is not stripped"
 fi
 
-# Depends: each package that ships one of the binary's NEEDED libraries, and
-# no other.  The library is found the way the loader finds it (ldd), and its
+# Depends: each package that ships one of the binary's NEEDED libraries or a
+# program the unit runs, and no other.  The library is found the way the loader finds it (ldd), and its
 # owner asked for under both /lib and /usr/lib (merged /usr).
 owner_of() {
 	local path=$1 p
@@ -130,6 +131,10 @@ for soname in $(objdump -p "$bin" | awk '$1 == "NEEDED" { print $2 }'); do
 	pkg=$(owner_of "$path") || { fail "no package on this machine ships $path"; continue; }
 	needed_pkgs+="$pkg"$'\n'
 done
+# The unit's ExecReload runs /bin/kill: its package is needed as well.
+if grep -q '^ExecReload=/bin/kill ' "$work/unpacked/lib/systemd/system/kaproxy.service"; then
+	needed_pkgs+="$(owner_of /bin/kill)"$'\n' || fail "no package on this machine ships /bin/kill"
+fi
 needed_pkgs=$(sort -u <<<"${needed_pkgs%$'\n'}")
 depends=$(dpkg-deb --field "$deb1" Depends)
 depends_pkgs=$(tr ',' '\n' <<<"$depends" | sed 's/^ *//; s/[ (].*//' | sort -u)
