@@ -75,6 +75,14 @@ _Static_assert(ADMINREQ_CLOSED_MAX == SESSION_CLOSED_MAX, "/closed?limit= is at 
 _Static_assert(sizeof(REFUSE_BODY) - 1 == 27, "Content-Length of REFUSE_BODY");
 /* Connections refused per wake-up of the refusing accept, so others get a turn. */
 #define REFUSE_STEP 32
+/*
+ * A refused connection whose request is still on its way would be reset by
+ * a close (unread bytes), and the RST may overtake the 503.  So it is shut
+ * for writing and drained until its client's FIN, for a second at most; a
+ * few such at a time, the rest closed at once.
+ */
+#define REFUSE_LINGER 8
+#define REFUSE_LINGER_MS 1000
 
 /* The statuses adminreq refuses with, for their counters. */
 static const int refused_codes[] = { 400, 403, 404, 405, 414, 431 };
@@ -143,6 +151,12 @@ struct admin_conn {
 	char head[ADMINREQ_MAX_HEAD];  /* what the client sent, from its current request on */
 };
 
+/* A refused connection waiting for its client's FIN (fd -1: a free slot). */
+struct refused {
+	struct event ev;
+	int fd;
+};
+
 /* One listening address: admin_listen, or status_listen (/healthz and /metrics only). */
 struct admin_port {
 	struct admin *admin;
@@ -152,6 +166,7 @@ struct admin_port {
 	struct evconnlistener *listener; /* evhttp's accept, off while at the cap */
 	struct event refuse_ev;        /* the accept that answers 503, on while at the cap */
 	struct event refuse_pause;     /* EMFILE: the refusing accept rests a second */
+	struct refused lingering[REFUSE_LINGER];
 	struct admin_conn *pool;
 	LIST_HEAD(, admin_conn) open, free;
 	unsigned n_open, max_conns;
@@ -943,7 +958,57 @@ refuse_resume(evutil_socket_t fd, short what, void *arg)
 		event_add(&port->refuse_ev, NULL);
 }
 
-/* At the cap: accept, answer 503, close; nothing is kept. */
+static void
+refused_close(struct refused *r)
+{
+	event_del(&r->ev);
+	close(r->fd);
+	r->fd = -1;
+}
+
+/* A lingering refused connection: read and drop until its FIN, an error or the second is up. */
+static void
+refused_drain(evutil_socket_t fd, short what, void *arg)
+{
+	struct refused *r = arg;
+	char discard[1024];
+	ssize_t n;
+
+	if (what & EV_TIMEOUT) {
+		refused_close(r);
+		return;
+	}
+	while ((n = recv(fd, discard, sizeof(discard), MSG_DONTWAIT)) > 0)
+		;
+	if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+		refused_close(r);
+}
+
+/* After the 503: linger in a free slot (see REFUSE_LINGER), or close at once. */
+static void
+refused_linger(struct admin_port *port, int s)
+{
+	static const struct timeval linger = { REFUSE_LINGER_MS / 1000,
+		(REFUSE_LINGER_MS % 1000) * 1000 };
+	size_t i;
+
+	for (i = 0; i < REFUSE_LINGER; i++) {
+		struct refused *r = &port->lingering[i];
+
+		if (r->fd != -1)
+			continue;
+		if (shutdown(s, SHUT_WR) == -1)
+			break;
+		event_assign(&r->ev, port->admin->base, s, EV_READ | EV_PERSIST, refused_drain, r);
+		if (event_add(&r->ev, &linger) == -1)
+			break;
+		r->fd = s;
+		return;
+	}
+	close(s);
+}
+
+/* At the cap: accept, answer 503, and close (lingering, see REFUSE_LINGER); no slot is taken. */
 static void
 refuse_accept(evutil_socket_t fd, short what, void *arg)
 {
@@ -973,7 +1038,7 @@ refuse_accept(evutil_socket_t fd, short what, void *arg)
 			log_debug("admin: refused connection: recv: %s", strerror(errno));
 		if (send(s, REFUSE_REPLY, sizeof(REFUSE_REPLY) - 1, MSG_DONTWAIT | MSG_NOSIGNAL) == -1)
 			log_debug("admin: refused connection: send: %s", strerror(errno));
-		close(s);
+		refused_linger(port, s);
 	}
 }
 
@@ -1208,6 +1273,7 @@ admin_http(struct admin_port *port, int fd)
 {
 	struct evhttp *http = evhttp_new(port->admin->base);
 	struct evhttp_bound_socket *bound;
+	size_t i;
 
 	if (http == NULL) {
 		log_warnx("%s: evhttp_new failed", port->name);
@@ -1231,6 +1297,8 @@ admin_http(struct admin_port *port, int fd)
 		return NULL;
 	}
 	port->listener = evhttp_bound_socket_get_listener(bound);
+	for (i = 0; i < REFUSE_LINGER; i++)
+		port->lingering[i].fd = -1;
 	event_assign(&port->refuse_ev, port->admin->base, fd, EV_READ | EV_PERSIST, refuse_accept,
 	    port);
 	evtimer_assign(&port->refuse_pause, port->admin->base, refuse_resume, port);
@@ -1285,11 +1353,15 @@ static void
 port_free(struct admin_port *port)
 {
 	struct admin_conn *c;
+	size_t i;
 
 	if (port->http != NULL) {
 		/* evhttp_free frees the listener before the connections it closes. */
 		event_del(&port->refuse_ev);
 		event_del(&port->refuse_pause);
+		for (i = 0; i < REFUSE_LINGER; i++)
+			if (port->lingering[i].fd != -1)
+				refused_close(&port->lingering[i]);
 		port->listener = NULL;
 		evhttp_free(port->http);
 		port->http = NULL;

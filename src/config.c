@@ -93,8 +93,9 @@ static const struct option options[] = {
 	  .min = 1, .max = 1024, .fallback = "16", .off = G(admin_max_connections),
 	  .label = "admin_max_connections",
 	  .help = "Admin endpoint connections open at once; one beyond this is answered 503 "
-	  "and closed at once, and counted in /metrics, so the endpoint never holds more "
-	  "descriptors than this." },
+	  "and closed (after draining what its client still sends, for a second at most, "
+	  "8 such at a time), and counted in /metrics, so the endpoint never holds more "
+	  "descriptors than this plus 8." },
 	{ .name = "status_listen", .scope = OPTION_GLOBAL, .type = &option_endpoint,
 	  .accepts = OPTION_OFF, .fallback = "off", .off = G(status_listen),
 	  .enabled_flag = OPTION_FLAG_AT(struct config, status_enabled), .label = "status",
