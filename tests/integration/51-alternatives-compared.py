@@ -326,12 +326,18 @@ def nginx_said(log, client):
 
 
 def socat_said(log, client):
-    """The error (E) or warning (W) socat's child for this client printed."""
-    m = re.search(r"accepting connection from AF=2 %s on .*\n.*forked off child process (\d+)"
-                  % re.escape(client), log)
-    if not m:
+    """The error (E) or warning (W) socat's child for this client printed.
+    The listener names the child in its next "forked off" line, which may
+    come after the child's own first lines (two processes, one stderr)."""
+    accepted = re.search(r"socat\[(\d+)\] N accepting connection from AF=2 %s on "
+                         % re.escape(client), log)
+    if not accepted:
         return None
-    err = re.search(r"socat\[%s\] [EW] [^:]*: (.*)" % m.group(1), log)
+    forked = re.compile(r"socat\[%s\] N forked off child process (\d+)" % accepted.group(1))
+    child = forked.search(log, accepted.end())
+    if not child:
+        return None
+    err = re.search(r"socat\[%s\] [EW] [^:]*: (.*)" % child.group(1), log)
     return err.group(1).strip() if err else None
 
 
