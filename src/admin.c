@@ -378,9 +378,12 @@ gather_free(struct gather *g)
 	free(g);
 }
 
-/* Append "(workers 1, 3 did not answer within N ms)" style text to out. */
-static void
-missing_text(const struct gather *g, char *buf, size_t size)
+/*
+ * The workers that did not answer g ("1,3") into buf, and into the reply's
+ * X-Kaproxy-Missing-Workers header; false when every one answered.
+ */
+static bool
+name_missing(const struct gather *g, char *buf, size_t size)
 {
 	size_t len = 0;
 	unsigned i;
@@ -395,6 +398,11 @@ missing_text(const struct gather *g, char *buf, size_t size)
 			break;
 		len += (size_t)n;
 	}
+	if (buf[0] == '\0')
+		return false;
+	evhttp_add_header(evhttp_request_get_output_headers(g->req), "X-Kaproxy-Missing-Workers",
+	    buf);
+	return true;
 }
 
 /*
@@ -460,15 +468,12 @@ reply_metrics(struct gather *g)
 	unsigned i;
 	int rc = 0;
 
-	missing_text(g, missing, sizeof(missing));
-	if (missing[0] != '\0') {
+	if (name_missing(g, missing, sizeof(missing))) {
 		/* A scrape without a worker's counters would look like a counter reset. */
 		snprintf(text, sizeof(text),
 		    "worker(s) %s did not answer within %d ms; no partial scrape\n", missing,
 		    ADMIN_WORKER_WAIT_MS);
 		log_warnx("admin: /metrics: %.*s", (int)strlen(text) - 1, text);
-		evhttp_add_header(evhttp_request_get_output_headers(req), "X-Kaproxy-Missing-Workers",
-		    missing);
 		reply_text(req, 503, "Service Unavailable", text);
 		return;
 	}
@@ -538,12 +543,9 @@ reply_connections(struct gather *g)
 		return;
 	}
 	/* The array stays an array; headers say when it was cut or is incomplete. */
-	missing_text(g, missing, sizeof(missing));
-	if (missing[0] != '\0') {
+	if (name_missing(g, missing, sizeof(missing)))
 		log_warnx("admin: /connections: worker(s) %s did not answer within %d ms",
 		    missing, ADMIN_WORKER_WAIT_MS);
-		evhttp_add_header(headers, "X-Kaproxy-Missing-Workers", missing);
-	}
 	snprintf(count, sizeof(count), "%lu", total);
 	evhttp_add_header(headers, "X-Kaproxy-Connections", count);
 	evhttp_add_header(headers, "Content-Type", "application/json");
@@ -576,10 +578,7 @@ reply_close(struct gather *g)
 		reply_text(g->req, 409, "Conflict", "already closing\n");
 		return;
 	}
-	missing_text(g, missing, sizeof(missing));
-	if (missing[0] != '\0') {
-		evhttp_add_header(evhttp_request_get_output_headers(g->req),
-		    "X-Kaproxy-Missing-Workers", missing);
+	if (name_missing(g, missing, sizeof(missing))) {
 		reply_text(g->req, 503, "Service Unavailable", "a worker did not answer\n");
 		return;
 	}
@@ -640,12 +639,9 @@ reply_closed(struct gather *g)
 		evhttp_send_error(req, HTTP_INTERNAL, NULL);
 		return;
 	}
-	missing_text(g, missing, sizeof(missing));
-	if (missing[0] != '\0') {
+	if (name_missing(g, missing, sizeof(missing)))
 		log_warnx("admin: /closed: worker(s) %s did not answer within %d ms",
 		    missing, ADMIN_WORKER_WAIT_MS);
-		evhttp_add_header(headers, "X-Kaproxy-Missing-Workers", missing);
-	}
 	evhttp_add_header(headers, "Content-Type", "application/json");
 	evhttp_send_reply(req, HTTP_OK, "OK", out);
 	evbuffer_free(out);
