@@ -115,5 +115,9 @@ progress=$(grep -c '"event":"progress"' "$dir/access.log" || true)
 	{ echo "FAIL: $progress progress records for $n connections held 2.5 s"; exit 1; }
 curl -sf --max-time 5 http://127.0.0.1:62815/healthz >/dev/null ||
 	{ echo "FAIL: status_listen does not answer"; exit 1; }
-curl -sf --max-time 5 http://127.0.0.1:62814/metrics | grep -q '^kaproxy_' ||
+# Read whole before grepping: under pipefail, grep -q leaving at the first
+# match would make curl fail on the rest with EPIPE.
+metrics=$(curl -sf --max-time 5 http://127.0.0.1:62814/metrics) ||
 	{ echo "FAIL: admin /metrics does not answer"; exit 1; }
+grep -q '^kaproxy_' <<<"$metrics" ||
+	{ echo "FAIL: admin /metrics has no kaproxy_ series"; exit 1; }
