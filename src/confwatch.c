@@ -15,6 +15,7 @@
 
 #include <event2/event.h>
 
+#include "kaproxy/clock.h"
 #include "kaproxy/confwatch.h"
 #include "kaproxy/log.h"
 
@@ -116,15 +117,6 @@ confwatch_delay_ms(uint64_t first_ms, uint64_t now_ms)
 	    : CONFWATCH_QUIET_MS;
 }
 
-static uint64_t
-monotonic_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* The directory has gone, or its descriptor failed: no more events. */
 static void
 stop_watching(struct confwatch *w)
@@ -163,7 +155,7 @@ quiet_cb(evutil_socket_t fd, short what, void *arg)
 static void
 burst_event(struct confwatch *w)
 {
-	uint64_t now = monotonic_ms();
+	uint64_t now = clock_monotonic_ms();
 	uint32_t delay;
 	struct timeval tv;
 

@@ -8,17 +8,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "kaproxy/clock.h"
 #include "kaproxy/log.h"
 #include "kaproxy/recheck.h"
-
-static uint64_t
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 /*
  * A spinlock, not a mutex: the table is zero-initialised with its
@@ -88,7 +80,7 @@ recheck_mark(struct recheck_table *t, const struct endpoint *ep, uint32_t connec
 	}
 	slot->ep = *ep;
 	slot->seq = ++t->seq;
-	slot->next_trial_ms = now_ms() + RECHECK_TRIAL_EVERY_MS;
+	slot->next_trial_ms = clock_monotonic_ms() + RECHECK_TRIAL_EVERY_MS;
 	slot->connect_timeout_ms = connect_timeout_ms;
 	slot->trial = trial;
 	slot->trial_busy = false;
@@ -194,7 +186,7 @@ trial_end(struct recheck_trial *trial, bool ok)
 	table_lock(t);
 	if (s->seq == trial->seq) {
 		s->trial_busy = false;
-		s->next_trial_ms = now_ms() + RECHECK_TRIAL_EVERY_MS;
+		s->next_trial_ms = clock_monotonic_ms() + RECHECK_TRIAL_EVERY_MS;
 		if (ok) {
 			memcpy(text, s->ep.text, sizeof(text));
 			clear_slot(t, s);
@@ -231,7 +223,7 @@ recheck_trial_tick(struct recheck_trial *trial, struct event_base *base)
 
 	if (trial->fd >= 0 || recheck_count(t) == 0)
 		return;
-	now = now_ms();
+	now = clock_monotonic_ms();
 	table_lock(t);
 	for (i = 0; i < RECHECK_SUSPECTS_MAX && s == NULL; i++)
 		if (t->suspects[i].seq != 0 && t->suspects[i].trial && !t->suspects[i].trial_busy &&

@@ -28,6 +28,7 @@
 #include <event2/event_struct.h>
 
 #include "kaproxy/accesslog.h"
+#include "kaproxy/clock.h"
 #include "kaproxy/json.h"
 #include "kaproxy/log.h"
 #include "kaproxy/proxyproto.h"
@@ -107,19 +108,6 @@ _Static_assert(sizeof(struct session) <= 424, "struct session grew past 424 byte
 _Static_assert(REASON_NONE == 0 && REASON_COUNT <= 256, "close_reason must fit a byte, NONE = 0");
 /* detect_seconds[] is indexed by a leg's side. */
 _Static_assert(SIDE_CLIENT == 0 && SIDE_UPSTREAM == 1, "enum side indexes two-element arrays");
-
-static uint64_t
-now_ms(void)
-{
-	struct timespec ts;
-
-	/*
-	 * Monotonic (a wall-clock step must not fire or starve idle_timeout),
-	 * and a vDSO read: no syscall on the per-splice path.
-	 */
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static uint64_t
 wall_ms(void)
@@ -250,7 +238,7 @@ leg_pump(struct leg *src)
 
 	if (r.moved > 0) {
 		/* Activity is bytes moving, not readiness (idle_timeout). */
-		s->last_active_ms = now_ms();
+		s->last_active_ms = clock_monotonic_ms();
 		src->bytes_in += r.moved;
 		if (src->side == SIDE_CLIENT)
 			STAT_ADD(st->bytes_from_client, (uint64_t)r.moved);
@@ -304,7 +292,7 @@ static void
 idle_check(struct session *s)
 {
 	uint64_t idle = s->origin->cfg->idle_timeout_ms;
-	uint64_t quiet = now_ms() - s->last_active_ms;
+	uint64_t quiet = clock_monotonic_ms() - s->last_active_ms;
 	struct timeval tv;
 
 	if (quiet >= idle) {
@@ -389,7 +377,7 @@ session_running(struct session *s, short what)
 	if (lc->send_proxy != 0 && send_proxy_header(s) == -1)
 		return;
 	s->state = STATE_RUNNING;
-	s->last_active_ms = now_ms();
+	s->last_active_ms = clock_monotonic_ms();
 	if (suspects_of(s) != NULL)
 		recheck_clear(suspects_of(s), current_upstream(s));
 	stats_observe(&s->origin->stats->connect_seconds, stats_connect_bounds,
@@ -463,7 +451,7 @@ static bool
 linger_rearm(struct leg *leg)
 {
 	struct session *s = leg->session;
-	uint64_t spent = now_ms() - s->last_active_ms;
+	uint64_t spent = clock_monotonic_ms() - s->last_active_ms;
 	struct timeval rest;
 
 	if (spent >= FIN_LINGER_MS)
@@ -658,7 +646,7 @@ session_start(struct session_origin *origin, int fd, const struct sockaddr *addr
 	s->client.pump.fd = fd;
 	s->origin = origin;
 	s->id = id;
-	s->start_ms = now_ms();
+	s->start_ms = clock_monotonic_ms();
 	s->last_active_ms = s->start_ms;
 	if (addrlen > sizeof(s->client_addr))
 		addrlen = sizeof(s->client_addr);
@@ -798,7 +786,7 @@ session_log(struct session *s, enum teardown teardown, const struct close_facts 
 		.listener = lc->name,
 		.client = (const struct sockaddr *)&s->client_addr,
 		.upstream = s->attempts > 0 ? current_upstream(s)->text : "",
-		.duration_ms = now_ms() - s->start_ms,
+		.duration_ms = clock_monotonic_ms() - s->start_ms,
 		.bytes_from_client = s->client.bytes_in,
 		.bytes_to_client = s->upstream.bytes_in,
 		.reason = (enum close_reason)s->reason,
@@ -826,7 +814,7 @@ closed_record(struct session *s, enum teardown teardown, const struct close_fact
 
 	c->id = s->id;
 	c->ts_ms = wall_ms();
-	c->duration_ms = now_ms() - s->start_ms;
+	c->duration_ms = clock_monotonic_ms() - s->start_ms;
 	c->bytes_from_client = s->client.bytes_in;
 	c->bytes_to_client = s->upstream.bytes_in;
 	c->detect_ms = f->detect_ms;
@@ -887,7 +875,7 @@ linger_start(struct session *s, struct leg *live)
 	struct timeval linger = ms_to_tv(FIN_LINGER_MS);
 
 	s->state = STATE_LINGER;
-	s->last_active_ms = now_ms();      /* from here: when the linger started */
+	s->last_active_ms = clock_monotonic_ms();      /* from here: when the linger started */
 	pump_end_release(s->origin->pool, &live->pump);    /* owed to the dead peer: dropped */
 	event_del(&live->ev);
 	event_assign(&live->ev, s->origin->base, live->pump.fd,
@@ -993,7 +981,7 @@ session_set_init(struct session_set *set, void (*on_empty)(void *), void *arg)
 	LIST_INIT(&set->head);
 	LIST_INIT(&set->cursors);
 	set->count = 0;
-	set->progress_ms = now_ms();
+	set->progress_ms = clock_monotonic_ms();
 	set->closed_total = 0;
 	set->on_empty = on_empty;
 	set->on_empty_arg = arg;
@@ -1050,7 +1038,7 @@ recheck_begin(struct session_set *set, struct session *s)
 		return false;
 	}
 	r->s = s;
-	r->start_ms = now_ms();
+	r->start_ms = clock_monotonic_ms();
 	s->upstream.rechecking = 1;
 	set->n_rechecks++;
 	return true;
@@ -1078,7 +1066,7 @@ session_set_recheck_start(struct session_set *set, const struct endpoint *suspec
 unsigned
 session_set_recheck_poll(struct session_set *set)
 {
-	uint64_t now = now_ms();
+	uint64_t now = clock_monotonic_ms();
 	struct tcp_snapshot snap;
 	uint32_t i = 0;
 
@@ -1163,7 +1151,7 @@ progress_due(const struct session *s, uint32_t every, uint64_t since, uint64_t n
 void
 session_set_progress(struct session_set *set)
 {
-	uint64_t now = now_ms();
+	uint64_t now = clock_monotonic_ms();
 	struct close_facts facts;
 	struct session *s;
 
@@ -1239,7 +1227,7 @@ session_view(struct session *s, struct session_view *v)
 		[STATE_RUNNING] = "running",
 		[STATE_LINGER] = "closing",
 	};
-	uint64_t now = now_ms();
+	uint64_t now = clock_monotonic_ms();
 	int side;
 
 	_Static_assert(sizeof(states) / sizeof(states[0]) == STATE_LINGER + 1,
