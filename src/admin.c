@@ -163,6 +163,7 @@ struct admin_port {
 	bool status;                   /* status_listen: no other route, no Host check */
 	const char *name;              /* "admin" or "status", for logs and metric names */
 	struct evhttp *http;           /* NULL: this address is off */
+	struct evhttp_bound_socket *bound; /* the listening socket; NULL once closed */
 	struct evconnlistener *listener; /* evhttp's accept, off while at the cap */
 	struct event refuse_ev;        /* the accept that answers 503, on while at the cap */
 	struct event refuse_pause;     /* EMFILE: the refusing accept rests a second */
@@ -1292,6 +1293,7 @@ admin_http(struct admin_port *port, int fd)
 		evhttp_free(http);
 		return NULL;
 	}
+	port->bound = bound;
 	port->listener = evhttp_bound_socket_get_listener(bound);
 	for (i = 0; i < REFUSE_LINGER; i++)
 		port->lingering[i].fd = -1;
@@ -1419,6 +1421,40 @@ admin_start(struct worker *const *workers, unsigned n, const struct endpoint *ep
 err:
 	admin_free(a);
 	return NULL;
+}
+
+/* On the admin thread: close each listening socket; what is open is served to its end. */
+static void
+stop_accepting(evutil_socket_t fd, short what, void *arg)
+{
+	struct admin *a = arg;
+	unsigned i;
+
+	(void)fd;
+	(void)what;
+	for (i = 0; i < N_PORTS; i++) {
+		struct admin_port *port = &a->ports[i];
+
+		if (port->bound == NULL)
+			continue;
+		event_del(&port->refuse_ev);
+		event_del(&port->refuse_pause);
+		port->listener = NULL;
+		/* Frees its listener, which closes the socket (LEV_OPT_CLOSE_ON_FREE). */
+		evhttp_del_accept_socket(port->http, port->bound);
+		port->bound = NULL;
+	}
+}
+
+void
+admin_stop_accepting(struct admin *a)
+{
+	static const struct timeval now = { 0, 0 };
+
+	if (a == NULL)
+		return;
+	if (event_base_once(a->base, -1, EV_TIMEOUT, stop_accepting, a, &now) == -1)
+		log_warnx("admin: cannot stop accepting: this process answers until it exits");
 }
 
 /* Shutting down with parts still out: withdraw them from their workers. */

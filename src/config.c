@@ -111,6 +111,13 @@ static const struct option options[] = {
 	  .label = "shutdown_timeout",
 	  .help = "On SIGTERM or SIGINT, how long live connections may go on before the "
 	  "rest are closed (close_reason shutdown)." },
+	{ .name = "upgrade_drain_timeout", .scope = OPTION_GLOBAL, .type = &option_duration,
+	  .accepts = OPTION_OFF, .min = 1, .max = DURATION_MAX_MS, .fallback = "off",
+	  .off = G(upgrade_drain_timeout_ms), .label = "upgrade_drain_timeout",
+	  .help = "After a binary upgrade (SIGUSR2), how long the old process's live "
+	  "connections may go on before the rest are closed (close_reason shutdown); off: "
+	  "each runs until it ends, its dead peers still found by its keepalive policy. A "
+	  "SIGTERM to the old process bounds what is left by shutdown_timeout." },
 	{ .name = "reload_on_change", .scope = OPTION_GLOBAL, .type = &option_bool,
 	  .fallback = "off", .off = G(reload_on_change), .label = "reload_on_change",
 	  .help = "Watch the configuration file (its directory, so that an editor's rename "

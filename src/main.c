@@ -70,6 +70,11 @@ struct daemon {
 	struct upgrade *upgrade;        /* created at the first SIGUSR2 */
 	bool upgrade_failed;            /* hand-over incomplete: no upgrade this time */
 	bool upgrade_refused;           /* the last binary upgrade failed */
+	enum {
+		DRAIN_NONE,
+		DRAIN_UPGRADE,                  /* a new process serves: upgrade_drain_timeout */
+		DRAIN_STOP,                     /* SIGTERM or SIGINT: shutdown_timeout */
+	} drain;
 };
 
 static void
@@ -148,21 +153,35 @@ drained_cb(evutil_socket_t fd, short what, void *arg)
 static void
 drain_one(struct worker *w, void *arg)
 {
-	const uint32_t *timeout_ms = arg;
-
-	worker_drain(w, *timeout_ms);
+	worker_drain(w, (uint32_t)(uintptr_t)arg);
 }
 
+/* Tell every worker to drain, with timeout_ms (see worker_drain). */
+static void
+drain_workers(struct daemon *d, uint32_t timeout_ms)
+{
+	unsigned i;
+
+	atomic_store(&d->shared.draining, true);
+	for (i = 0; i < d->n_workers; i++)
+		if (worker_post(d->workers[i], drain_one, (void *)(uintptr_t)timeout_ms) == -1)
+			log_warnx("worker %u: cannot start its drain", i);
+}
+
+/*
+ * SIGTERM or SIGINT: stop the service.  Live connections get shutdown_timeout
+ * (also when an upgrade's drain already runs: it bounds what is left); asked
+ * again, they are closed now.
+ */
 static void
 drain_start(struct daemon *d)
 {
-	static uint32_t timeout_ms;
-	unsigned i;
+	uint32_t timeout_ms = d->current->cfg->shutdown_timeout_ms;
+	char status[NOTIFY_STATUS_MAX];
 
-	timeout_ms = d->current->cfg->shutdown_timeout_ms;
-	if (!atomic_exchange(&d->shared.draining, true)) {
-		char status[NOTIFY_STATUS_MAX];
-
+	atomic_store(&d->shared.draining, true);
+	switch (d->drain) {
+	case DRAIN_NONE:
 		log_info("draining: stop accepting, closing what is left in %u ms", timeout_ms);
 		status_text(d, status, sizeof(status));
 		notify_stopping(d->notify, status);
@@ -173,11 +192,17 @@ drain_start(struct daemon *d)
 			if (kill(upgrade_child(d->upgrade), SIGTERM) == -1)
 				log_warn("binary upgrade: kill %ld", (long)upgrade_child(d->upgrade));
 		}
-	} else
+		break;
+	case DRAIN_UPGRADE:
+		log_info("draining after the upgrade: closing what is left in %u ms", timeout_ms);
+		break;
+	case DRAIN_STOP:
 		log_info("draining again: closing every connection now");
-	for (i = 0; i < d->n_workers; i++)
-		if (worker_post(d->workers[i], drain_one, &timeout_ms) == -1)
-			log_warnx("worker %u: cannot start its drain", i);
+		timeout_ms = 0;
+		break;
+	}
+	d->drain = DRAIN_STOP;
+	drain_workers(d, timeout_ms);
 }
 
 /*
@@ -321,6 +346,7 @@ upgrade_ready_cb(pid_t pid, void *arg)
 {
 	struct daemon *d = arg;
 	char status[NOTIFY_STATUS_MAX];
+	uint32_t timeout_ms;
 
 	/*
 	 * SIGTERM came while the new process started: the service is to stop,
@@ -332,13 +358,22 @@ upgrade_ready_cb(pid_t pid, void *arg)
 			log_warn("binary upgrade: kill %ld", (long)pid);
 		return;
 	}
-	log_info("binary upgrade: process %ld took over; draining", (long)pid);
+	timeout_ms = d->current->cfg->upgrade_drain_timeout_ms;
+	if (timeout_ms == 0)
+		log_info("binary upgrade: process %ld took over; draining: live connections run "
+		    "until they end", (long)pid);
+	else
+		log_info("binary upgrade: process %ld took over; draining: closing what is left "
+		    "in %u ms", (long)pid, timeout_ms);
 	snprintf(status, sizeof(status), "upgraded: process %ld serves", (long)pid);
 	notify_mainpid(d->notify, pid, status);
 	/* Not the main process any more: the manager hears only the new one. */
 	notify_free(d->notify);
 	d->notify = NULL;
-	drain_start(d);
+	/* The new process has the admin and status sockets: probes and scrapes go to it alone. */
+	admin_stop_accepting(d->admin);
+	d->drain = DRAIN_UPGRADE;
+	drain_workers(d, timeout_ms == 0 ? WORKER_DRAIN_UNBOUNDED : timeout_ms);
 }
 
 /* Said in the status line until the next attempt (the log has the why). */

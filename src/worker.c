@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "kaproxy/clock.h"
 #include "kaproxy/log.h"
 #include "kaproxy/pump.h"
 #include "kaproxy/session.h"
@@ -26,6 +27,7 @@ struct worker {
 	bool draining;
 	bool drained;
 	struct event *drain_deadline;
+	uint64_t drain_until;           /* CLOCK_MONOTONIC ms of drain_deadline; 0: none */
 	struct event progress;          /* once a second: log_interval records */
 	/* upstream_recheck_on_death */
 	struct event recheck_wake;      /* made active by any worker marking an address */
@@ -266,7 +268,7 @@ drain_deadline_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	if (w->sessions.count > 0)
-		log_info("worker %u: shutdown_timeout reached: closing %u connection(s)",
+		log_info("worker %u: drain deadline reached: closing %u connection(s)",
 		    w->index, w->sessions.count);
 	session_close_all(&w->sessions, REASON_SHUTDOWN);
 	worker_drained(w);
@@ -276,19 +278,27 @@ void
 worker_drain(struct worker *w, uint32_t timeout_ms)
 {
 	struct timeval tv = { (time_t)(timeout_ms / 1000), (suseconds_t)(timeout_ms % 1000) * 1000 };
+	uint64_t until;
 
-	if (w->draining) {
-		/* Asked again: do not wait any longer. */
-		drain_deadline_cb(-1, 0, w);
-		return;
+	if (!w->draining) {
+		w->draining = true;
+		listener_close_all(&w->listeners);
 	}
-	w->draining = true;
-	listener_close_all(&w->listeners);
+	if (w->drained)
+		return;
 	if (w->sessions.count == 0) {
 		worker_drained(w);
 		return;
 	}
-	w->drain_deadline = evtimer_new(w->base, drain_deadline_cb, w);
+	if (timeout_ms == WORKER_DRAIN_UNBOUNDED)
+		return;
+	/* Asked again: an earlier deadline stands. */
+	until = clock_monotonic_ms() + timeout_ms;
+	if (w->drain_until != 0 && w->drain_until <= until)
+		return;
+	w->drain_until = until;
+	if (w->drain_deadline == NULL)
+		w->drain_deadline = evtimer_new(w->base, drain_deadline_cb, w);
 	if (w->drain_deadline == NULL || evtimer_add(w->drain_deadline, &tv) == -1) {
 		log_warnx("worker %u: cannot arm the drain deadline: closing now", w->index);
 		drain_deadline_cb(-1, 0, w);

@@ -36,6 +36,14 @@ struct admin *admin_start(struct worker *const *workers, unsigned n, const struc
  */
 void admin_free(struct admin *admin);
 
+/*
+ * After a binary upgrade, whose new process has the same listening sockets:
+ * close this process's, so that every new request goes to the new process;
+ * requests already open here are served.  Asynchronous (on the admin's
+ * thread); admin_stop_accepting(NULL) does nothing.
+ */
+void admin_stop_accepting(struct admin *admin);
+
 /* The admin's listening socket (for a binary upgrade to hand over), or -1. */
 int admin_fd(const struct admin *admin);
 

@@ -57,6 +57,7 @@ struct config {
 	bool status_enabled;       /* status_listen not "off" */
 	struct endpoint status_listen; /* /healthz and /metrics only */
 	uint32_t shutdown_timeout_ms;
+	uint32_t upgrade_drain_timeout_ms; /* 0 = off: until the last connection ends */
 	bool reload_on_change;     /* watch the file's directory, reload on a change */
 	struct listener_config *listeners;
 	size_t n_listeners;

@@ -67,9 +67,12 @@ struct stats_list *worker_stats(struct worker *w);
 
 /*
  * Stop accepting and close each session as it ends; when none is left (or
- * after timeout_ms, closing the rest with reason shutdown) count w as drained
- * and activate shared->drained_notify.  A second call closes the rest now.
+ * timeout_ms from now, closing the rest with reason shutdown) count w as
+ * drained and activate shared->drained_notify.  WORKER_DRAIN_UNBOUNDED sets no
+ * deadline.  Called again, it sets a deadline only if it comes earlier than
+ * the one already set: 0 closes the rest now.
  */
+#define WORKER_DRAIN_UNBOUNDED UINT32_MAX
 void worker_drain(struct worker *w, uint32_t timeout_ms);
 
 /*

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""SIGUSR2 upgrades the binary without losing a connection: clients connecting in a tight loop throughout see no refused or reset connection, a transfer that started on the old process finishes byte-exact on it, SIGTERM during an upgrade stops the new process too; the service manager is told the new main PID (with READY=1, in one datagram) and nothing more by the old one, the old process exits 0 once drained and only the new one (another PID) serves; an upgrade that fails (a broken configuration, a binary that exits 1, one that never gets ready, a binary gone) leaves the running process serving and its log says why, and a second SIGUSR2 meanwhile is ignored with a log line.
+"""SIGUSR2 upgrades the binary without losing a connection: clients connecting in a tight loop throughout see no refused or reset connection, a transfer that started on the old process finishes byte-exact on it, SIGTERM during an upgrade stops the new process too; the service manager is told the new main PID (with READY=1, in one datagram) and nothing more by the old one, the old process closes its admin and status sockets at once (every /healthz is the new process's 200), keeps a connection open past shutdown_timeout (upgrade_drain_timeout off), bounds it by shutdown_timeout at SIGTERM, exits 0 once drained, and only the new one (another PID) serves; with upgrade_drain_timeout set, what is left on the old process is closed (shutdown) that long after the hand-over; an upgrade that fails (a broken configuration, a binary that exits 1, one that never gets ready, a binary gone) leaves the running process serving and its log says why, and a second SIGUSR2 meanwhile is ignored with a log line.
 
 kaproxy runs with two workers (two SO_REUSEPORT sockets per address, both
 handed over), two listeners and the admin endpoint, from a copy of the binary
@@ -25,8 +25,10 @@ LONG = "%s:7010" % lab.PROXY_CLIENT_IP
 ECHO = "%s:7003" % lab.SERVER_IP
 ADMIN = "127.0.0.1:9901"
 STATUS = "%s:9902" % lab.PROXY_CLIENT_IP
+SHUTDOWN_S = 2             # shutdown_timeout: an upgrade's drain outlasts it
+BOUNDED_S = 1.5            # upgrade_drain_timeout in the second, bounded, upgrade
 GLOBAL = {"workers": "2", "admin_listen": ADMIN, "status_listen": STATUS,
-          "shutdown_timeout": "30s"}
+          "shutdown_timeout": "%gs" % SHUTDOWN_S}
 LOOPERS = 2                # client processes connecting in a tight loop
 BATCH = 16                 # connections each opens in a row before using them
 BEFORE_N = 50              # connections each makes before SIGUSR2
@@ -271,9 +273,12 @@ def main(t):
     pid, fields = manager.until(lambda p, f: "READY" in f, 10, "READY=1 at start-up")
     t.check(pid == old.pid, "READY=1 at start-up comes from kaproxy (%s)" % pid)
 
-    # A connection on the old process, already carrying bytes.
+    # Connections on the old process: one carrying bytes, one idle.
     long_c = t.pair(srv, target=LONG, name="client-long")
     t.exchange(long_c, srv, 1000)
+    idle_c = t.pair(srv, target=LONG, name="client-idle")
+    t.exchange(idle_c, srv, 100)
+    srv.ok("use %d" % long_c.server_conn)
 
     # Clients connecting in a tight loop, from before the upgrade to after it.
     stop = os.path.join(t.dir, "stop-loopers")
@@ -297,7 +302,9 @@ def main(t):
     manager.drain_pending()
     t_signal = time.monotonic()
     old.signal(signal.SIGUSR2)
-    old.wait_log("took over; draining", timeout=READY_TIMEOUT_S + 5)
+    old.wait_log("took over; draining: live connections run until they end",
+                 timeout=READY_TIMEOUT_S + 5)
+    t_takeover = time.monotonic()
     m = re.search(r"process (\d+) took over", old.stderr_text(None))
     new_pid = int(m.group(1))
     new = Adopted(t, new_pid, old.err_path)
@@ -322,8 +329,14 @@ def main(t):
             "%d bytes client -> server across the upgrade, checksums match (%s / %s)"
             % (PRE_BYTES, sent, got))
     t.check(old.alive(), "the old process still runs while its connection is open")
-    code, _ = lab.Admin(t, ADMIN).request("/healthz")
-    t.check(code in (200, 503), "the admin endpoint answers while both run (got %s)" % code)
+    # The old process closed its copies of the admin and status sockets: every
+    # probe reaches the new process (the old one would answer 503 draining).
+    lab.wait_until(lambda: not listening_inodes(old.pid), 5,
+                   "the old process to listen on nothing, admin and status sockets included")
+    for addr in (ADMIN, STATUS):
+        codes = [lab.Admin(t, addr).request("/healthz")[0] for _ in range(20)]
+        t.check(codes == [200] * 20, "while the old process drains, /healthz on %s answers 200 "
+                "every time, from the new process (got %s)" % (addr, codes))
     srv.submit("send %d 60" % POST_BYTES)
     got = long_c.cmd("expect %d 60" % POST_BYTES, timeout=70)
     sent = srv.reply(10)
@@ -336,7 +349,32 @@ def main(t):
     t.check_closed(rec, "client_fin", ("none", "fin"), bytes_from_client=1000 + PRE_BYTES,
                    bytes_to_client=1000 + POST_BYTES)
 
-    # Its last connection gone, the old process exits 0, long before shutdown_timeout.
+    # upgrade_drain_timeout is off: the idle connection outlives shutdown_timeout
+    # on the old process, and still carries bytes both ways.
+    left = t_takeover + SHUTDOWN_S + 1.5 - time.monotonic()
+    if left > 0:
+        time.sleep(left)  # the time that must pass, not a wait for an event
+    t.check(old.alive(), "the old process still runs %.1f s after the hand-over, past "
+            "shutdown_timeout (%g s), with a connection open" % (time.monotonic() - t_takeover,
+                                                                 SHUTDOWN_S))
+    srv.ok("use %d" % idle_c.server_conn)
+    t.exchange(idle_c, srv, 100)
+    # SIGTERM to the old process bounds what is left by shutdown_timeout: not at once.
+    idle_c.submit("wait_close %d" % (SHUTDOWN_S + 10))
+    t_term = time.monotonic()
+    old.signal(signal.SIGTERM)
+    old.wait_log("draining after the upgrade: closing what is left in %d ms"
+                 % (SHUTDOWN_S * 1000))
+    rec = t.access_log.wait(lambda r: r.get("listener") == "long" and
+                            r.get("close_reason") == "shutdown",
+                            SHUTDOWN_S + 10, "the idle connection's line")
+    closed_after = time.monotonic() - t_term
+    t.check_closed(rec, "shutdown", "rst", bytes_from_client=200, bytes_to_client=200)
+    r = idle_c.reply(5)
+    t.check(r.status == "RESET", "the idle client sees its connection reset (%s)" % r)
+    t.check(SHUTDOWN_S - 0.3 <= closed_after <= SHUTDOWN_S + lab.SLACK,
+            "SIGTERM to the draining old process closed the idle connection after "
+            "shutdown_timeout: %.2f s (%g s)" % (closed_after, SHUTDOWN_S))
     t.wait_kaproxy_exit(10)
     t_exit = time.monotonic()
     t.check(new.alive(), "the new process runs on after the old one exited")
@@ -414,6 +452,44 @@ def main(t):
         lambda p, f: p == new_pid and "binary upgrade failed" in f.get("STATUS", ""),
         5 + lab.SLACK, "a STATUS saying the last binary upgrade failed")
     t.check(True, "the service manager's status says the last upgrade failed (%s)" % fields)
+
+    # A second upgrade, now with upgrade_drain_timeout: what is still open on
+    # the old process is closed (shutdown) that long after the hand-over, and
+    # the old process exits 0.
+    replace_file(binary, src=real)
+    with open(ini, "w") as f:
+        f.write(good.replace("[global]\n", "[global]\nupgrade_drain_timeout = %gs\n"
+                             % BOUNDED_S, 1))
+    n = px.stderr_text(None).count("reloaded ")
+    os.kill(px.pid, signal.SIGHUP)
+    lab.wait_until(lambda: px.stderr_text(None).count("reloaded ") > n, 5,
+                   "the reload with upgrade_drain_timeout")
+    bounded_c = t.pair(srv, target=LONG, name="client-bounded")
+    t.exchange(bounded_c, srv, 100)
+    bounded_c.submit("wait_close %d" % (BOUNDED_S + 15))
+    needle = "took over; draining: closing what is left in %d ms" % (BOUNDED_S * 1000)
+    os.kill(px.pid, signal.SIGUSR2)
+    lab.wait_until(lambda: needle in px.stderr_text(None), READY_TIMEOUT_S + 5,
+                   "the bounded upgrade's hand-over")
+    t_takeover = time.monotonic()
+    newest_pid = int(re.findall(r"process (\d+) took over", px.stderr_text(None))[-1])
+    newest = Adopted(t, newest_pid, px.err_path, name="kaproxy-newest")
+    rec = t.access_log.wait(lambda r: r.get("listener") == "long" and
+                            r.get("close_reason") == "shutdown" and r.get("bytes_to_client") == 100,
+                            BOUNDED_S + 10, "the bounded drain's line")
+    closed_after = time.monotonic() - t_takeover
+    t.check_closed(rec, "shutdown", "rst", bytes_from_client=100, bytes_to_client=100)
+    r = bounded_c.reply(5)
+    t.check(r.status == "RESET", "the client on the old process sees its connection reset (%s)"
+            % r)
+    t.check(BOUNDED_S - 0.3 <= closed_after <= BOUNDED_S + lab.SLACK,
+            "upgrade_drain_timeout %g s: the connection left on the old process closed %.2f s "
+            "after the hand-over" % (BOUNDED_S, closed_after))
+    lab.wait_until(lambda: not px.alive(), 10, "the old process to exit after its bounded drain")
+    t.check(px.returncode == 0, "the old process exits 0 (got %s)" % px.returncode)
+    t.check(newest.alive(), "the newest process %d serves" % newest_pid)
+    serves(t, srv, "client-after-bounded")
+    px = newest
 
     # SIGTERM while an upgrade is under way: the new process must not outlive
     # the service.  It is held at a FIFO (a binary slow to start) until then.

@@ -557,6 +557,82 @@ status_alone_with_slots_of_its_own(void **state)
 	assert_null(strstr(resp, "kaproxy_admin_connections"));
 }
 
+/*
+ * Whether a connection to ep is refused (nothing listens); false when it was
+ * accepted, or reset in its handshake by the listening socket closing then.
+ */
+static bool
+refused(const struct endpoint *ep)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0), err;
+
+	assert_true(fd >= 0);
+	err = connect(fd, (const struct sockaddr *)&ep->addr, ep->len) == 0 ? 0 : errno;
+	if (err != 0 && err != ECONNREFUSED && err != ECONNRESET)
+		fail_msg("connect to %s: %s", ep->text, strerror(err));
+	close(fd);
+	return err == ECONNREFUSED;
+}
+
+/* The rest of a request begun on fd, and its answer, which must be 200. */
+static void
+finish_request(int fd)
+{
+	char resp[4096];
+	size_t len = 0;
+	ssize_t n;
+
+	assert_int_equal(write(fd, "\r\n", 2), 2);
+	while (len < sizeof(resp) - 1 && (n = read(fd, resp + len, sizeof(resp) - 1 - len)) > 0)
+		len += (size_t)n;
+	resp[len] = '\0';
+	assert_non_null(strstr(resp, " 200 OK\r\n"));
+	close(fd);
+}
+
+static void
+stop_accepting_serves_what_is_open(void **state)
+{
+	static const char begun[] = "GET /healthz HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n";
+	struct fixture *f = *state;
+	char req[256], resp[4096];
+	int fd_admin, fd_status, held[CAP], i;
+	uint64_t until;
+
+	start_with_status(f, true);
+	/* A request begun on each address; the admin at its cap (refusing with 503). */
+	fd_admin = connect_to(&f->ep);
+	snprintf(req, sizeof(req), begun, f->ep.text);
+	assert_int_equal(write(fd_admin, req, strlen(req)), (ssize_t)strlen(req));
+	fd_status = connect_to(&f->status_ep);
+	assert_int_equal(write(fd_status, req, strlen(req)), (ssize_t)strlen(req));
+	for (i = 0; i < CAP - 1; i++)
+		held[i] = connect_to(&f->ep);
+	/*
+	 * Accepted, all of them (the queue is first in, first out), before the
+	 * listening sockets close: here no other process holds them, and the
+	 * kernel resets what waits in the queue of a socket that closes.
+	 */
+	http_raw(f, "GET /healthz HTTP/1.0\r\n\r\n", resp, sizeof(resp));
+	assert_non_null(strstr(resp, " 503 Service Unavailable\r\n"));
+	http_raw_to(&f->status_ep, "GET /healthz HTTP/1.0\r\n\r\n", resp, sizeof(resp));
+	assert_non_null(strstr(resp, " 200 OK\r\n"));
+
+	admin_stop_accepting(f->admin);
+	until = now_ms() + 2000;
+	while (!(refused(&f->ep) && refused(&f->status_ep)) && now_ms() < until)
+		usleep(10 * 1000);
+	assert_true(refused(&f->ep));
+	assert_true(refused(&f->status_ep));
+	/* What was open is served to its end; freed slots do not start accepting again. */
+	for (i = 0; i < CAP - 1; i++)
+		close(held[i]);
+	finish_request(fd_admin);
+	finish_request(fd_status);
+	assert_true(refused(&f->ep));
+	admin_stop_accepting(NULL);
+}
+
 int
 main(void)
 {
@@ -569,6 +645,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(cap_refuses_at_once_and_frees_slots, setup, teardown),
 		cmocka_unit_test_setup_teardown(status_serves_probes_and_scrapes_only, setup, teardown),
 		cmocka_unit_test_setup_teardown(status_alone_with_slots_of_its_own, setup, teardown),
+		cmocka_unit_test_setup_teardown(stop_accepting_serves_what_is_open, setup, teardown),
 	};
 
 	if (evthread_use_pthreads() == -1)

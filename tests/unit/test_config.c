@@ -734,7 +734,7 @@ test_print_check(void **state)
 	static const char *const expected[] = {
 		"t.ini: ok, 2 listener(s)\n",
 		"workers auto,", "access_log off,", "admin 127.0.0.1:9901,",
-		"shutdown_timeout 30s, reload_on_change off\n",
+		"shutdown_timeout 30s, upgrade_drain_timeout off, reload_on_change off\n",
 		"[listener a] 127.0.0.1:2000 -> 127.0.0.1:1, [::1]:2 (roundrobin)\n",
 		"  teardown rst, log_interval off, reload_live_connections apply, upstream_recheck_on_death on, send_proxy off, accept_proxy off, connect_timeout 5s, idle_timeout 1.5s\n",
 		"  client    keepalive on, idle 1m 15s, interval 15s, count 2, "

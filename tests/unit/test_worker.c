@@ -6,6 +6,10 @@
  * new generation is released; the same configuration applies on both once
  * it can.  Loopback only, no root: the failure is a real EMFILE, forced with
  * RLIMIT_NOFILE so that exactly one more socket can be opened.
+ *
+ * And a drain's deadline: none (a binary upgrade's default) keeps a live
+ * connection for as long as it lives; asked again, the earlier deadline
+ * stands, whichever order they come in, and the connection is closed then.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -169,11 +173,141 @@ reload_is_all_or_nothing(void **state)
 	generation_unref(fresh);
 }
 
+/* The drain test, run on the worker's own loop. */
+struct drain_run {
+	struct worker *w;
+	uint32_t second[2];        /* worker_drain timeouts at DRAIN_ASK_MS, in this order */
+	bool open_when_asked;      /* the session was still there, not drained */
+	uint64_t asked_ms, drained_ms;
+};
+
+#define DRAIN_ASK_MS 600
+#define DRAIN_GIVE_UP_MS 8000
+
+static void
+drain_unbounded(evutil_socket_t fd, short what, void *arg)
+{
+	struct drain_run *r = arg;
+
+	(void)fd;
+	(void)what;
+	worker_drain(r->w, WORKER_DRAIN_UNBOUNDED);
+}
+
+static void
+drain_bounded(evutil_socket_t fd, short what, void *arg)
+{
+	struct drain_run *r = arg;
+
+	(void)fd;
+	(void)what;
+	r->open_when_asked = r->drained_ms == 0 && worker_sessions(r->w)->count == 1;
+	r->asked_ms = now_ms();
+	worker_drain(r->w, r->second[0]);
+	worker_drain(r->w, r->second[1]);
+}
+
+static void
+drained(evutil_socket_t fd, short what, void *arg)
+{
+	struct drain_run *r = arg;
+
+	(void)fd;
+	(void)what;
+	r->drained_ms = now_ms();
+	worker_exit(r->w);
+}
+
+static void
+drain_give_up(evutil_socket_t fd, short what, void *arg)
+{
+	struct drain_run *r = arg;
+
+	(void)fd;
+	(void)what;
+	worker_exit(r->w);
+}
+
+/* One connection through a worker, drained as r says; the client's socket is returned. */
+static int
+drain_once(struct drain_run *r)
+{
+	static const struct timeval start = { 0, 100 * 1000 };
+	static const struct timeval ask = { 0, DRAIN_ASK_MS * 1000 };
+	static const struct timeval give_up = { DRAIN_GIVE_UP_MS / 1000, 0 };
+	struct process_shared shared = { 0 };
+	struct sockaddr_in up, front = { .sin_family = AF_INET,
+		.sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct generation *gen;
+	struct event_base *base;
+	char text[512];
+	int upfd, client;
+
+	upfd = loopback_bound(&up);
+	assert_int_equal(listen(upfd, 8), 0);
+	front.sin_port = htons((uint16_t)loopback_free_port());
+	atomic_init(&shared.admission.max_connections, 10);
+	assert_non_null(r->w = worker_new(&shared, 0, false));
+	base = worker_base(r->w);
+	assert_non_null(shared.drained_notify = event_new(base, -1, 0, drained, r));
+	snprintf(text, sizeof(text), "[global]\naccess_log = off\n[listener a]\n"
+	    "listen = 127.0.0.1:%u\nupstream = 127.0.0.1:%u\n",
+	    ntohs(front.sin_port), ntohs(up.sin_port));
+	gen = generation_from(text);
+	assert_int_equal(worker_apply_all(&r->w, 1, gen), 0);
+	client = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(client >= 0);
+	assert_int_equal(connect(client, (struct sockaddr *)&front, sizeof(front)), 0);
+	assert_int_equal(event_base_once(base, -1, EV_TIMEOUT, drain_unbounded, r, &start), 0);
+	assert_int_equal(event_base_once(base, -1, EV_TIMEOUT, drain_bounded, r, &ask), 0);
+	assert_int_equal(event_base_once(base, -1, EV_TIMEOUT, drain_give_up, r, &give_up), 0);
+	assert_int_equal(worker_run(r->w), 0);
+	worker_free(r->w);
+	event_free(shared.drained_notify);
+	generation_unref(gen);
+	close(upfd);
+	return client;
+}
+
+/* The connection's end as its client sees it: reset by the drain. */
+static void
+assert_reset(int client)
+{
+	char byte;
+
+	assert_int_equal(recv(client, &byte, 1, 0), -1);
+	assert_int_equal(errno, ECONNRESET);
+	close(client);
+}
+
+static void
+drain_deadline_only_moves_earlier(void **state)
+{
+	struct drain_run later_first = { .second = { 5000, 300 } };
+	struct drain_run earlier_first = { .second = { 300, 5000 } };
+	struct drain_run *runs[] = { &later_first, &earlier_first };
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(runs) / sizeof(runs[0]); i++) {
+		struct drain_run *r = runs[i];
+		int client = drain_once(r);
+
+		/* Unbounded, the connection was there half a second later. */
+		assert_true(r->open_when_asked);
+		/* Then closed 300 ms after the bounded asks, not 5 s. */
+		assert_true(r->drained_ms != 0);
+		assert_in_range(r->drained_ms - r->asked_ms, 250, 2000);
+		assert_reset(client);
+	}
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(reload_is_all_or_nothing),
+		cmocka_unit_test(drain_deadline_only_moves_earlier),
 	};
 
 	log_set_level(LOG_LEVEL_ERROR);
