@@ -15,14 +15,13 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Milliseconds on the monotonic clock. */
+#include "kaproxy/clock.h"
+
+/* Milliseconds on the monotonic clock, kaproxy's own. */
 static inline uint64_t
 now_ms(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	return clock_monotonic_ms();
 }
 
 /* A TCP socket bound to an ephemeral port of 127.0.0.1; *addr says which. */
