@@ -750,17 +750,6 @@ def thread_main(soak, fn, *args):
         soak.fail("harness error:\n" + traceback.format_exc())
 
 
-def pipes_of(pid):
-    n = 0
-    for fd in os.listdir("/proc/%d/fd" % pid):
-        try:
-            if os.readlink("/proc/%d/fd/%s" % (pid, fd)).startswith("pipe:"):
-                n += 1
-        except OSError:
-            pass
-    return n
-
-
 def warm_up(soak, px, count):
     """count connections, each with bytes held in both directions at once
     (every peer sends until it blocks, nobody reads), so kaproxy's pipe pool
@@ -784,10 +773,10 @@ def warm_up(soak, px, count):
             held[(f.n, leg)] = int(r["sent"])
             f.sent[leg] += int(r["sent"])
     want = 4 * count
-    lab.wait_until(lambda: pipes_of(px.pid) >= want, 10,
+    lab.wait_until(lambda: lab.proc_usage(px.pid)["pipe_fds"] >= want, 10,
                    "kaproxy to hold %d pipe descriptors" % want)
     soak.out.say("warm-up: %d connections hold bytes both ways: %d pipe descriptors in kaproxy"
-                 % (count, pipes_of(px.pid)))
+                 % (count, lab.proc_usage(px.pid)["pipe_fds"]))
     for f in flows:
         for leg in LEGS:
             # A 4 KiB window would drain at one delayed ACK per window.
@@ -847,7 +836,7 @@ def main(t):
                    10, "the warm-up connections to leave kaproxy")
     base = lab.proc_usage(px.pid)
     out.say("baseline after warm-up: %d descriptors (%d of them pipes), RSS %d KiB"
-            % (base["fds"], pipes_of(px.pid), base["rss_kib"]))
+            % (base["fds"], lab.proc_usage(px.pid)["pipe_fds"], base["rss_kib"]))
 
     soak.deadline = time.monotonic() + args.minutes * 60
     threads = [threading.Thread(target=thread_main, args=(soak, slot_loop, s),
