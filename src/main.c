@@ -559,6 +559,17 @@ workers_free(struct daemon *d)
 	free(d->workers);
 }
 
+/* Block or unblock the signals held during start-up (upgrade_startup_signals). */
+static void
+startup_signals(int how)
+{
+	sigset_t set;
+
+	upgrade_startup_signals(&set);
+	if (pthread_sigmask(how, &set, NULL) != 0)
+		log_warnx("pthread_sigmask failed");
+}
+
 /* Run worker 0 on this thread and the others on theirs, until the drain ends. */
 static int
 workers_run(struct daemon *d)
@@ -584,6 +595,11 @@ workers_run(struct daemon *d)
 			upgrade_ready();
 		else
 			notify_ready(d->notify, status);
+		/*
+		 * Every handler is in place: what came during start-up is handled
+		 * now.  The other threads keep them blocked, so they come here.
+		 */
+		startup_signals(SIG_UNBLOCK);
 		rc = worker_run(d->workers[0]);
 	}
 	/* The admin thread goes first: it may have parts out on the workers. */
@@ -662,6 +678,8 @@ main(int argc, char **argv)
 	struct config *cfg;
 	int opt, check = 0;
 
+	/* Also clears what a parent left blocked, once start-up is done. */
+	startup_signals(SIG_BLOCK);
 	memset(&d, 0, sizeof(d));
 	if (evthread_use_pthreads() == -1)
 		log_fatal("evthread_use_pthreads failed");

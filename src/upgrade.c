@@ -428,11 +428,22 @@ free_env(char **env)
 	free(env);
 }
 
+void
+upgrade_startup_signals(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGHUP);
+	sigaddset(set, SIGUSR1);
+	sigaddset(set, SIGUSR2);
+}
+
 int
 upgrade_spawn(struct upgrade *u, const char *exe, char *const argv[])
 {
 	const struct timeval deadline = { .tv_sec = UPGRADE_READY_TIMEOUT_S };
 	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t attr;
+	sigset_t held;
 	char **env = NULL;
 	int p[2] = { -1, -1 }, err;
 	pid_t pid;
@@ -460,8 +471,16 @@ upgrade_spawn(struct upgrade *u, const char *exe, char *const argv[])
 	err = posix_spawn_file_actions_adddup2(&fa, p[1], p[1]);
 	for (i = 0; err == 0 && i < u->n_fds; i++)
 		err = posix_spawn_file_actions_adddup2(&fa, u->fds[i], u->fds[i]);
-	if (err == 0)
-		err = posix_spawn(&pid, exe, &fa, NULL, argv, env);
+	/* Held from its first instruction: a signal before its handlers waits for them. */
+	upgrade_startup_signals(&held);
+	if (err == 0 && (err = posix_spawnattr_init(&attr)) == 0) {
+		err = posix_spawnattr_setsigmask(&attr, &held);
+		if (err == 0)
+			err = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+		if (err == 0)
+			err = posix_spawn(&pid, exe, &fa, &attr, argv, env);
+		posix_spawnattr_destroy(&attr);
+	}
 	posix_spawn_file_actions_destroy(&fa);
 	if (err != 0) {
 		errno = err;

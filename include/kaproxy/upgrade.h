@@ -20,6 +20,7 @@
 #ifndef KAPROXY_UPGRADE_H
 #define KAPROXY_UPGRADE_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <sys/types.h>
 
@@ -41,6 +42,15 @@ struct upgrade;
  * serving.  Start-up only, before any thread.
  */
 int upgrade_inherit(void);
+
+/*
+ * The signals a starting process holds (blocked, so pending) until its
+ * handlers are in place: SIGHUP, SIGUSR1 and SIGUSR2, whose default action
+ * would end it, when an operator or logrotate meant a reload, a reopen or an
+ * upgrade of whichever kaproxy processes the service has.  A binary upgrade
+ * starts its new process with them blocked already.
+ */
+void upgrade_startup_signals(sigset_t *set);
 
 /* True when this process was started by an upgrade. */
 bool upgrade_inherited(void);

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""SIGUSR2 upgrades the binary without losing a connection: clients connecting in a tight loop throughout see no refused or reset connection, a transfer that started on the old process finishes byte-exact on it, SIGTERM during an upgrade stops the new process too; the service manager is told the new main PID (with READY=1, in one datagram) and nothing more by the old one, the old process closes its admin and status sockets at once (every /healthz is the new process's 200), keeps a connection open past shutdown_timeout (upgrade_drain_timeout off), bounds it by shutdown_timeout at SIGTERM, exits 0 once drained, and only the new one (another PID) serves; with upgrade_drain_timeout set, what is left on the old process is closed (shutdown) that long after the hand-over; an upgrade that fails (a broken configuration, a binary that exits 1, one that never gets ready, a binary gone) leaves the running process serving and its log says why, and a second SIGUSR2 meanwhile is ignored with a log line.
+"""SIGUSR2 upgrades the binary without losing a connection: clients connecting in a tight loop throughout see no refused or reset connection, a transfer that started on the old process finishes byte-exact on it, SIGTERM during an upgrade stops the new process too; the service manager is told the new main PID (with READY=1, in one datagram) and nothing more by the old one, the old process closes its admin and status sockets at once (every /healthz is the new process's 200), keeps a connection open past shutdown_timeout (upgrade_drain_timeout off), bounds it by shutdown_timeout at SIGTERM, exits 0 once drained, and only the new one (another PID) serves; with upgrade_drain_timeout set, what is left on the old process is closed (shutdown) that long after the hand-over; an upgrade that fails (a broken configuration, a binary that exits 1, one that never gets ready, a binary gone) leaves the running process serving and its log says why, and a second SIGUSR2 meanwhile is ignored with a log line; the new process starts with SIGHUP, SIGUSR1 and SIGUSR2 blocked, so that one sent before its handlers are in place waits for them.
 
 kaproxy runs with two workers (two SO_REUSEPORT sockets per address, both
 handed over), two listeners and the admin endpoint, from a copy of the binary
@@ -246,6 +246,15 @@ def failed_upgrade(t, px, why_pattern, what):
     t.check(px.alive(), "%s: the running process (%d) is still there" % (what, px.pid))
 
 
+def sig_blocked(pid):
+    """pid's blocked signals (SigBlk), as a bit mask: signal N is bit N - 1."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("SigBlk:"):
+                return int(line.split()[1], 16)
+    raise lab.Failure("no SigBlk for pid %d" % pid)
+
+
 def listening_inodes(pid):
     """The socket inodes of pid's LISTEN sockets: the same inode in two
     processes is one socket, with one accept queue."""
@@ -430,6 +439,15 @@ def main(t):
     os.kill(px.pid, signal.SIGUSR2)
     lab.wait_until(lambda: px.stderr_text(None).count("SIGUSR2 ignored") > n_ignored, 5,
                    "the second SIGUSR2 to be ignored")
+    # The new process starts with SIGHUP, SIGUSR1 and SIGUSR2 held (blocked):
+    # one sent before its handlers are in place waits for them, rather than
+    # ending it (their default action).
+    hanging = int(re.findall(r"binary upgrade: started \S+ as process (\d+)",
+                             px.stderr_text(None))[-1])
+    blocked = sig_blocked(hanging)
+    t.check(all(blocked >> (s - 1) & 1 for s in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)),
+            "the new process started with SIGHUP, SIGUSR1 and SIGUSR2 blocked (SigBlk %x)"
+            % blocked)
     serves(t, srv, "client-while-hanging")
     n = px.stderr_text(None).count("binary upgrade failed")
     lab.wait_until(lambda: px.stderr_text(None).count("binary upgrade failed") > n,
