@@ -277,7 +277,7 @@ def main(t):
     lab.wait_until(lambda: "READY" in open(echo.out_path).read(), 10, "the echo server")
     srv = t.server()
     listeners = {"loop": lab.listener(listen=LOOP, upstream=ECHO),
-                 "long": lab.listener(listen=LONG)}
+                 "long": lab.listener(listen=LONG, log_interval="1s")}
     old = t.start_kaproxy(listeners, GLOBAL, env={"NOTIFY_SOCKET": manager.path})
     pid, fields = manager.until(lambda p, f: "READY" in f, 10, "READY=1 at start-up")
     t.check(pid == old.pid, "READY=1 at start-up comes from kaproxy (%s)" % pid)
@@ -313,7 +313,7 @@ def main(t):
     old.signal(signal.SIGUSR2)
     old.wait_log("took over; draining: live connections run until they end",
                  timeout=READY_TIMEOUT_S + 5)
-    t_takeover = time.monotonic()
+    t_takeover, wall_takeover = time.monotonic(), time.time()
     m = re.search(r"process (\d+) took over", old.stderr_text(None))
     new_pid = int(m.group(1))
     new = Adopted(t, new_pid, old.err_path)
@@ -354,7 +354,8 @@ def main(t):
             "(%s / %s)" % (POST_BYTES, sent, got))
     t.check(old.alive(), "the old process still runs while its connection is open")
     t.close_pair(long_c, srv)
-    rec = t.access_log.wait(lambda r: r.get("listener") == "long", 10, "the long connection's line")
+    rec = t.access_log.wait(lambda r: r.get("listener") == "long" and r["event"] == "close", 10,
+                            "the long connection's line")
     t.check_closed(rec, "client_fin", ("none", "fin"), bytes_from_client=1000 + PRE_BYTES,
                    bytes_to_client=1000 + POST_BYTES)
 
@@ -368,6 +369,13 @@ def main(t):
                                                                  SHUTDOWN_S))
     srv.ok("use %d" % idle_c.server_conn)
     t.exchange(idle_c, srv, 100)
+    # Its progress records go on (log_interval 1s) while the old process drains.
+    t.access_log.poll()
+    progress = [r for r in t.access_log.records if r["event"] == "progress" and
+                r["listener"] == "long" and lab.parse_ts(r["ts"]) > wall_takeover + SHUTDOWN_S]
+    t.check(progress and progress[-1]["bytes_from_client"] >= 100,
+            "the idle connection's progress records are written by the draining old process "
+            "(%d after %g s)" % (len(progress), SHUTDOWN_S))
     # SIGTERM to the old process bounds what is left by shutdown_timeout: not at once.
     idle_c.submit("wait_close %d" % (SHUTDOWN_S + 10))
     t_term = time.monotonic()
